@@ -1,0 +1,152 @@
+"""Cross-modal code sets: the ``.npz`` exchange format and evaluation in every direction.
+
+A code set holds ``query_image_codes``, ``query_text_codes``, ``db_image_codes``,
+``db_text_codes`` (``(n, bits)``, values ``{-1,+1}``, any numeric dtype) and ``query_labels``,
+``db_labels`` (``(n, c)``, 0/1). ``i2t`` ranks the database's text codes for each query image
+code, ``t2i`` the database's image codes for each query text code; ``i2i`` and ``t2t`` stay
+within one modality.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from cmhbench.errors import DataError
+from cmhbench.evaluation.codes import check_codes, check_labels
+from cmhbench.evaluation.metrics import DEFAULT_PRECISION_AT, DEFAULT_TOPK, retrieval_metrics
+
+CODE_KEYS = ("query_image_codes", "query_text_codes", "db_image_codes", "db_text_codes")
+LABEL_KEYS = ("query_labels", "db_labels")
+DIRECTIONS = {
+    "i2t": ("query_image", "db_text"),
+    "t2i": ("query_text", "db_image"),
+    "i2i": ("query_image", "db_image"),
+    "t2t": ("query_text", "db_text"),
+}
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """Codes and labels of one evaluation: int8 ``{-1,+1}`` codes, uint8 multi-hot labels."""
+
+    query_image: np.ndarray
+    query_text: np.ndarray
+    db_image: np.ndarray
+    db_text: np.ndarray
+    query_labels: np.ndarray
+    db_labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        bits = {k: getattr(self, k).shape[1] for k in ("query_image", "query_text", "db_image", "db_text")}
+        if len(set(bits.values())) != 1:
+            raise DataError(f"code lengths differ: {', '.join(f'{k}_codes {v}' for k, v in bits.items())}")
+        for side, labels in (("query", self.query_labels), ("db", self.db_labels)):
+            for mod in ("image", "text"):
+                codes = getattr(self, f"{side}_{mod}")
+                if codes.shape[0] != labels.shape[0]:
+                    raise DataError(
+                        f"{side}_{mod}_codes has {codes.shape[0]} rows but {side}_labels has {labels.shape[0]}"
+                    )
+        if self.query_labels.shape[1] != self.db_labels.shape[1]:
+            raise DataError(
+                f"query_labels has {self.query_labels.shape[1]} classes but db_labels {self.db_labels.shape[1]}"
+            )
+
+    @property
+    def bits(self) -> int:
+        """Code length."""
+        return int(self.query_image.shape[1])
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> "CodeSet":
+        """Validate and build from a mapping with the six ``.npz`` keys."""
+        missing = [k for k in CODE_KEYS + LABEL_KEYS if k not in arrays]
+        if missing:
+            raise DataError(f"missing array(s): {', '.join(missing)}")
+        codes = {k: check_codes(k, arrays[k]) for k in CODE_KEYS}
+        labels = {k: check_labels(k, arrays[k]) for k in LABEL_KEYS}
+        return cls(
+            query_image=codes["query_image_codes"],
+            query_text=codes["query_text_codes"],
+            db_image=codes["db_image_codes"],
+            db_text=codes["db_text_codes"],
+            query_labels=labels["query_labels"],
+            db_labels=labels["db_labels"],
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "CodeSet":
+        """Read a code set from an ``.npz`` file; bad files raise :class:`DataError` naming the problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"codes file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        try:
+            return cls.from_arrays(arrays)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The six arrays under their ``.npz`` keys."""
+        return {
+            "query_image_codes": self.query_image,
+            "query_text_codes": self.query_text,
+            "db_image_codes": self.db_image,
+            "db_text_codes": self.db_text,
+            "query_labels": self.query_labels,
+            "db_labels": self.db_labels,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically as a compressed ``.npz`` (a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **self.arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def evaluate_code_set(
+    codes: CodeSet,
+    *,
+    directions: Sequence[str] = ("i2t", "t2i"),
+    topk: Sequence[int] = DEFAULT_TOPK,
+    precision_at: Sequence[int] = DEFAULT_PRECISION_AT,
+    device: Optional[str] = None,
+) -> dict[str, dict[str, Any]]:
+    """Metrics per direction (see :func:`retrieval_metrics`), each with the ``seconds`` it took."""
+    out = {}
+    for direction in directions:
+        if direction not in DIRECTIONS:
+            raise DataError(f"unknown direction {direction!r}; expected one of {', '.join(DIRECTIONS)}")
+        query_key, db_key = DIRECTIONS[direction]
+        start = time.perf_counter()
+        metrics = retrieval_metrics(
+            getattr(codes, query_key),
+            getattr(codes, db_key),
+            codes.query_labels,
+            codes.db_labels,
+            topk=topk,
+            precision_at=precision_at,
+            device=device,
+        )
+        metrics["seconds"] = time.perf_counter() - start
+        out[direction] = metrics
+    return out

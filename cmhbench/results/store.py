@@ -1,0 +1,114 @@
+"""The result store: one JSON file (and one codes ``.npz``) per run, written atomically.
+
+Layout: ``ROOT/<dataset>/<protocol>/<teacher>+<strategy>+<student>/<bits>bits-seed<seed>-<hash>.json``
+with the codes beside it (``... .codes.npz``). ``hash`` digests everything that defines the run
+(resolved hyperparameters, evaluation settings, data revision and split checksum), so a run with
+other settings never overwrites or shadows another. The JSON is written last: its presence means
+the run is complete, and an existing one is skipped unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from cmhbench.errors import DataError
+from cmhbench.evaluation.crossmodal import CodeSet
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What names a run: dataset, protocol, the three methods, code length, seed and config hash."""
+
+    dataset: str
+    protocol: str
+    teacher: str
+    strategy: str
+    student: str
+    bits: int
+    seed: int
+    config_hash: str
+
+    @property
+    def pipeline(self) -> str:
+        """``teacher+strategy+student`` (``none`` where a part is absent)."""
+        return f"{self.teacher}+{self.strategy}+{self.student}"
+
+    def relative_stem(self) -> Path:
+        """The result's path below the store root, without suffix."""
+        return Path(self.dataset, self.protocol, self.pipeline, f"{self.bits}bits-seed{self.seed}-{self.config_hash}")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """Reads and writes run results under one root folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"results path {self.root} exists and is not a folder")
+
+    def json_path(self, key: RunKey) -> Path:
+        """Where the run's JSON lives."""
+        return self.root / key.relative_stem().with_suffix(".json")
+
+    def codes_path(self, key: RunKey) -> Path:
+        """Where the run's codes live."""
+        return self.root / key.relative_stem().with_suffix(".codes.npz")
+
+    def exists(self, key: RunKey) -> bool:
+        """True when a complete result for ``key`` is stored."""
+        return self.json_path(key).is_file()
+
+    def read(self, key: RunKey) -> dict[str, Any]:
+        """The stored result for ``key``."""
+        return load_result(self.json_path(key))
+
+    def write(self, key: RunKey, result: dict[str, Any], codes: Optional[CodeSet]) -> Path:
+        """Store codes (if any), then the JSON, each atomically; returns the JSON path."""
+        path = self.json_path(key)
+        if codes is not None:
+            codes.save(self.codes_path(key))
+            result = {**result, "codes_file": self.codes_path(key).name}
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
+        return path
+
+    def iter_results(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every stored result, in path order."""
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*.json")):
+            if path.name.startswith("."):
+                continue
+            yield path, load_result(path)
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """Read one result JSON, checking that it is a cmhbench result of a known schema."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable result file ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        raise DataError(f"{path}: not a cmhbench result of schema {SCHEMA_VERSION}")
+    return data

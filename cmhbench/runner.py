@@ -1,0 +1,355 @@
+"""One benchmark run: dataset -> teacher.fit -> strategy.distill -> student.fit -> encode -> evaluate -> store.
+
+The runner is the only place that sees labels next to methods: teachers and students get
+label-free :class:`~cmhbench.interfaces.PairedFeatures`; a strategy gets the training labels only
+when its spec declares ``uses_labels``. Queries are never passed to any ``fit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from cmhbench.config import config_hash, config_to_dict, resolve_config
+from cmhbench.data.dataset import CrossModalData
+from cmhbench.environment import environment
+from cmhbench.errors import CmhbenchError, ConfigError, PluginError
+from cmhbench.evaluation.codes import sign_codes
+from cmhbench.evaluation.crossmodal import CodeSet, evaluate_code_set
+from cmhbench.evaluation.metrics import DEFAULT_PRECISION_AT, DEFAULT_TOPK, resolve_device
+from cmhbench.interfaces import Modality, NullProgress, PairedFeatures, Progress, RunContext, Supervision
+from cmhbench.registry import MethodSpec, Registry
+from cmhbench.results.store import SCHEMA_VERSION, ResultStore, RunKey
+from cmhbench.training import seed_everything
+
+NONE = "none"
+ROLES = ("teacher", "strategy", "student")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``cmhbench run`` asks for. ``teacher``/``student`` may be ``"none"``."""
+
+    teacher: str
+    strategy: str = "ukd"
+    student: str = "dcmh"
+    dataset: str = "synthetic"
+    data_dir: Optional[Path] = None
+    bits: tuple[int, ...] = (16, 32, 64)
+    seed: int = 0
+    device: str = "auto"
+    results_dir: Path = Path("results")
+    overrides: tuple[tuple[str, str], ...] = ()
+    force: bool = False
+    topk: tuple[int, ...] = DEFAULT_TOPK
+    precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT
+
+
+@dataclass
+class RunOutcome:
+    """One code length's result: ``status`` is ``done`` or ``skipped`` (already stored)."""
+
+    bits: int
+    status: str
+    path: Path
+    result: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The resolved methods of a run (``None`` where absent) and their configs."""
+
+    teacher: Optional[MethodSpec]
+    strategy: Optional[MethodSpec]
+    student: Optional[MethodSpec]
+    configs: dict[str, Any]
+
+    def names(self) -> dict[str, str]:
+        """Role -> method name (``none`` where absent)."""
+        return {role: getattr(self, role).name if getattr(self, role) else NONE for role in ROLES}
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A seed per pipeline stage, so that one stage's random draws never shift another's."""
+    return (seed * 1_000_003 + zlib.crc32(stage.encode())) % 2**31
+
+
+def parse_bits(text: str) -> tuple[int, ...]:
+    """``"16,32,64"`` -> ``(16, 32, 64)``; every length must be a positive integer."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ConfigError(f"--bits: {part!r} is not an integer") from None
+        if value <= 0:
+            raise ConfigError(f"--bits: code length must be positive, got {value}")
+        out.append(value)
+    if not out:
+        raise ConfigError("--bits: give at least one code length, e.g. 16,32,64")
+    return tuple(dict.fromkeys(out))
+
+
+def resolve_pipeline(request: RunRequest, registry: Registry) -> Pipeline:
+    """Look the methods up, check that they fit together, and apply ``--set`` overrides.
+
+    An override ``role.key=value`` or ``method.key=value`` targets one method; a bare
+    ``key=value`` targets the single selected method that has ``key`` and is an error when
+    several or none have it.
+    """
+    student = None if request.student == NONE else registry.method("student", request.student)
+    strategy = registry.method("strategy", request.strategy) if student else None
+    needs_teacher = student is None or strategy.uses_teacher
+    teacher = None
+    if request.teacher and request.teacher != NONE:
+        teacher = registry.method("teacher", request.teacher)
+        if not needs_teacher:
+            raise ConfigError(
+                f"strategy {strategy.name!r} does not use a teacher; drop --teacher {teacher.name} (or use --teacher none)"
+            )
+    elif needs_teacher:
+        what = "--student none evaluates a teacher" if student is None else f"strategy {strategy.name!r} distils a teacher"
+        raise ConfigError(f"{what}: give --teacher NAME (see `cmhbench list teachers`)")
+
+    specs = {"teacher": teacher, "strategy": strategy, "student": student}
+    chosen = {role: spec for role, spec in specs.items() if spec is not None}
+    per_role: dict[str, dict[str, str]] = {role: {} for role in chosen}
+    for key, value in request.overrides:
+        prefix, dot, name = key.partition(".")
+        if dot:
+            roles = [r for r, s in chosen.items() if prefix in (r, s.name)]
+            if not roles:
+                raise ConfigError(f"--set {key}: {prefix!r} is neither a role ({', '.join(chosen)}) nor a selected method")
+            for role in roles:
+                per_role[role][name] = value
+            continue
+        owners = [r for r, s in chosen.items() if key in {f.name for f in dataclasses.fields(s.config)}]
+        if len(owners) > 1:
+            options = " or ".join(f"{r}.{key}={value}" for r in owners)
+            raise ConfigError(f"--set {key}: several methods have {key!r}; write {options}")
+        if not owners:
+            known = sorted({f"{r}.{f.name}" for r, s in chosen.items() for f in dataclasses.fields(s.config)})
+            raise ConfigError(f"--set {key}: no selected method has a hyperparameter {key!r} (known: {', '.join(known)})")
+        per_role[owners[0]][key] = value
+    configs = {role: resolve_config(spec.config, per_role[role], owner=spec.name) for role, spec in chosen.items()}
+    return Pipeline(teacher=teacher, strategy=strategy, student=student, configs=configs)
+
+
+@contextmanager
+def plugin_guard(spec: MethodSpec, stage: str) -> Iterator[None]:
+    """Turn any exception raised by plugin code into a one-line :class:`PluginError`."""
+    try:
+        yield
+    except CmhbenchError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        raise PluginError(f"{spec.kind} {spec.name!r} ran out of GPU memory during {stage}: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # noqa: BLE001 - third-party code
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise PluginError(f"{spec.kind} {spec.name!r} failed during {stage}: {type(exc).__name__}: {message}") from exc
+
+
+@contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Ask torch for deterministic kernels for the duration of a run (restored afterwards)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def _encode(model: Any, spec: MethodSpec, x: torch.Tensor, modality: Modality, bits: int, batch: int = 8192) -> np.ndarray:
+    """Codes of ``(n, d)`` features as int8 ``{-1,+1}``, checking the plugin's output."""
+    parts = []
+    with plugin_guard(spec, f"encode({modality.value})"), torch.no_grad():
+        for start in range(0, x.shape[0], batch):
+            out = model.encode(x[start : start + batch], modality)
+            if not isinstance(out, torch.Tensor) or out.shape != (min(batch, x.shape[0] - start), bits):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise PluginError(f"{spec.kind} {spec.name!r} encode() returned {shape}, expected (n, {bits})")
+            if not torch.isfinite(out).all():
+                raise PluginError(f"{spec.kind} {spec.name!r} encode() returned NaN or infinite values")
+            parts.append(sign_codes(out.float()).cpu())
+    return torch.cat(parts).numpy()
+
+
+class Runner:
+    """Executes a :class:`RunRequest` against a registry, writing one result per code length."""
+
+    def __init__(self, registry: Registry, progress: Optional[Progress] = None, log: Callable[[str], None] = lambda _: None):
+        self.registry = registry
+        self.progress = progress or NullProgress()
+        self.log = log
+
+    def prepare(self, request: RunRequest) -> tuple[Pipeline, CrossModalData, torch.device]:
+        """Resolve methods, load the dataset and pick the device; every user error surfaces here."""
+        if request.device not in ("auto", "cpu", "cuda") and not str(request.device).startswith("cuda:"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {request.device!r}")
+        if str(request.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+        for bits in request.bits:
+            if bits <= 0:
+                raise ConfigError(f"--bits: code length must be positive, got {bits}")
+        pipeline = resolve_pipeline(request, self.registry)
+        dataset_spec = self.registry.datasets.get(request.dataset)
+        data = dataset_spec.load(request.data_dir)
+        return pipeline, data, resolve_device(request.device)
+
+    def run(self, request: RunRequest) -> list[RunOutcome]:
+        """Run every code length of ``request``; returns one outcome per code length."""
+        pipeline, data, device = self.prepare(request)
+        store = ResultStore(request.results_dir)
+        outcomes = []
+        tensors = _to_device(data, device)
+        for bits in request.bits:
+            key, payload = self._key(request, pipeline, data, bits)
+            if store.exists(key) and not request.force:
+                self.log(f"{bits} bits: result exists, skipped ({store.json_path(key)}); use --force to redo")
+                outcomes.append(RunOutcome(bits, "skipped", store.json_path(key), store.read(key)))
+                continue
+            with deterministic_torch():
+                result, codes = self._run_one(request, pipeline, data, tensors, device, bits, key, payload)
+            path = store.write(key, result, codes)
+            outcomes.append(RunOutcome(bits, "done", path, store.read(key)))
+        return outcomes
+
+    def _key(self, request: RunRequest, pipeline: Pipeline, data: CrossModalData, bits: int) -> tuple[RunKey, dict]:
+        names = pipeline.names()
+        payload = {
+            "methods": names,
+            "config": {role: config_to_dict(cfg) for role, cfg in pipeline.configs.items()},
+            "evaluation": {"topk": list(request.topk), "precision_at": list(request.precision_at)},
+            "dataset": {"name": data.name, "revision": data.revision, "split_checksum": data.splits.checksum()},
+            "bits": bits,
+            "seed": request.seed,
+        }
+        key = RunKey(
+            dataset=data.name,
+            protocol=data.splits.protocol,
+            bits=bits,
+            seed=request.seed,
+            config_hash=config_hash(payload),
+            **names,
+        )
+        return key, payload
+
+    def _build(self, spec: MethodSpec, config: Any, device: torch.device, seed: int, role: str) -> Any:
+        ctx = RunContext(device=device, seed=stage_seed(seed, role), progress=self.progress)
+        seed_everything(ctx.seed)
+        with plugin_guard(spec, "construction"):
+            return spec.build(config, ctx)
+
+    def _run_one(self, request, pipeline, data, tensors, device, bits, key, payload):
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        train = tensors["train"]
+        train_unlabelled = train.without_labels()
+        supervision: Optional[Supervision] = None
+        teacher = None
+
+        if pipeline.teacher is not None:
+            teacher = self._build(pipeline.teacher, pipeline.configs["teacher"], device, request.seed, "teacher")
+            t0 = time.perf_counter()
+            with plugin_guard(pipeline.teacher, "fit"):
+                teacher.fit(train_unlabelled, bits)
+            timings["teacher_fit_s"] = time.perf_counter() - t0
+
+        if pipeline.student is None:
+            model, model_spec = teacher, pipeline.teacher
+        else:
+            strategy = self._build(pipeline.strategy, pipeline.configs["strategy"], device, request.seed, "strategy")
+            t0 = time.perf_counter()
+            with plugin_guard(pipeline.strategy, "distill"), torch.no_grad():
+                supervision = strategy.distill(teacher, train if pipeline.strategy.uses_labels else train_unlabelled)
+            if not isinstance(supervision, Supervision) or supervision.similarity.shape != (len(train), len(train)):
+                raise PluginError(
+                    f"strategy {pipeline.strategy.name!r} must return a Supervision with an "
+                    f"({len(train)}, {len(train)}) similarity matrix"
+                )
+            timings["distill_s"] = time.perf_counter() - t0
+            model = self._build(pipeline.student, pipeline.configs["student"], device, request.seed, "student")
+            t0 = time.perf_counter()
+            with plugin_guard(pipeline.student, "fit"):
+                model.fit(train_unlabelled, supervision, bits)
+            timings["student_fit_s"] = time.perf_counter() - t0
+            model_spec = pipeline.student
+
+        t0 = time.perf_counter()
+        q, db = tensors["query"], tensors["database"]
+        codes = CodeSet(
+            query_image=_encode(model, model_spec, q.image, Modality.IMAGE, bits),
+            query_text=_encode(model, model_spec, q.text, Modality.TEXT, bits),
+            db_image=_encode(model, model_spec, db.image, Modality.IMAGE, bits),
+            db_text=_encode(model, model_spec, db.text, Modality.TEXT, bits),
+            query_labels=data.labels[data.splits.query],
+            db_labels=data.labels[data.splits.database],
+        )
+        timings["encode_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = evaluate_code_set(codes, topk=request.topk, precision_at=request.precision_at, device=str(device))
+        timings["evaluate_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - started
+
+        result = {
+            "schema": SCHEMA_VERSION,
+            "key": {
+                "dataset": key.dataset, "protocol": key.protocol, "teacher": key.teacher, "strategy": key.strategy,
+                "student": key.student, "bits": bits, "seed": request.seed, "config_hash": key.config_hash,
+            },
+            "config": payload["config"],
+            "evaluation": payload["evaluation"],
+            "methods": {
+                role: {"name": spec.name, "paper": spec.paper, "code": spec.code, "source": spec.source, "version": spec.version}
+                for role in ROLES
+                if (spec := getattr(pipeline, role)) is not None
+            },
+            "dataset": data.describe(),
+            "supervision": _jsonable(supervision.info) if supervision is not None else None,
+            "metrics": metrics,
+            "timings": timings,
+            "environment": environment(device, self.registry.plugins),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return result, codes
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, (np.generic,)):
+            v = v.item()
+        out[str(k)] = v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v)
+    return out
+
+
+def _to_device(data: CrossModalData, device: torch.device) -> dict[str, PairedFeatures]:
+    out = {}
+    for name in ("train", "query", "database"):
+        idx = getattr(data.splits, name)
+        out[name] = PairedFeatures(
+            image=torch.from_numpy(data.image[idx]).to(device),
+            text=torch.from_numpy(data.text[idx]).to(device),
+            labels=torch.from_numpy(data.labels[idx].astype(np.float32)).to(device) if name == "train" else None,
+        )
+    return out

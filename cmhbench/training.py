@@ -1,0 +1,66 @@
+"""Small building blocks that method plugins share: seeding, MLP heads, minibatches, encoding."""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global generators with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, dropout: float = 0.0, batch_norm: bool = False) -> nn.Sequential:
+    """``Linear -> ReLU (-> BatchNorm) (-> Dropout)`` per hidden width, then a final ``Linear`` to ``out_dim``."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(nn.ReLU(inplace=True))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = False) -> Iterator[Tensor]:
+    """Index tensors of one shuffled pass over ``n`` items (CPU int64), drawn from ``generator``.
+
+    With ``drop_last``, a final batch smaller than ``batch_size`` is dropped unless it is the only one.
+    """
+    perm = torch.randperm(n, generator=generator)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield perm[start : start + batch_size]
+
+
+@torch.no_grad()
+def encode_in_batches(module: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Apply ``module`` in eval mode to ``(n, d)`` ``x`` in batches; returns ``(n, out)``."""
+    was_training = module.training
+    module.eval()
+    try:
+        return torch.cat([module(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    finally:
+        module.train(was_training)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows of ``x`` scaled to unit Euclidean norm (zero rows stay zero)."""
+    return x / x.norm(dim=1, keepdim=True).clamp(min=eps)
+
+
+def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """``(n, m)`` cosine similarities between the rows of ``a`` ``(n, d)`` and ``b`` ``(m, d)`` (``b = a`` if None)."""
+    a_n = l2_normalize(a)
+    return a_n @ (a_n if b is None else l2_normalize(b)).T
