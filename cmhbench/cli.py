@@ -118,10 +118,14 @@ def run(
     progress = RichProgress(stderr, enabled=not quiet)
     runner = Runner(_registry(), progress=progress, log=lambda msg: stderr.print(msg, highlight=False))
     with progress:
-        pipeline, data, dev = runner.prepare(request)
+        prepared = runner.prepare(request)
+        data = prepared[1]
         if data.synthetic:
-            stderr.print("[yellow]dataset 'synthetic' is generated data: numbers show the pipeline works, not how methods rank[/]")
-        outcomes = runner.run(request)
+            stderr.print(
+                f"[yellow]dataset {data.name!r} is generated data: its numbers show that the pipeline works, "
+                "not how methods rank[/]"
+            )
+        outcomes = runner.run(request, prepared)
     _print_run_table(outcomes)
 
 

@@ -214,9 +214,12 @@ class Runner:
         data = dataset_spec.load(request.data_dir)
         return pipeline, data, resolve_device(request.device)
 
-    def run(self, request: RunRequest) -> list[RunOutcome]:
-        """Run every code length of ``request``; returns one outcome per code length."""
-        pipeline, data, device = self.prepare(request)
+    def run(
+        self, request: RunRequest, prepared: Optional[tuple[Pipeline, CrossModalData, torch.device]] = None
+    ) -> list[RunOutcome]:
+        """Run every code length of ``request`` (``prepared``: the result of :meth:`prepare`, if
+        already called); returns one outcome per code length."""
+        pipeline, data, device = prepared or self.prepare(request)
         store = ResultStore(request.results_dir)
         outcomes = []
         tensors = _to_device(data, device)
@@ -307,6 +310,8 @@ class Runner:
         t0 = time.perf_counter()
         metrics = evaluate_code_set(codes, topk=request.topk, precision_at=request.precision_at, device=str(device))
         timings["evaluate_s"] = time.perf_counter() - t0
+        for direction, values in metrics.items():
+            timings[f"evaluate_{direction}_s"] = values.pop("seconds")
         timings["total_s"] = time.perf_counter() - started
 
         result = {

@@ -9,7 +9,7 @@ through BLAS are rounded (features to 1e-4, tag logits to 1e-6) so that last-bit
 between BLAS builds do not change the arrays, whose checksum is the dataset revision. Results on it are always marked synthetic; it exists to run everything offline
 in seconds, not to rank methods.
 
-Protocol ``synthetic``: 6000 items; 1000 random queries, the other 5000 the database, 2500 of
+Protocol ``synthetic``: 6000 items; 1000 random queries, the other 5000 the database, 1000 of
 them (random) the training set.
 """
 
@@ -24,7 +24,7 @@ from cmhbench.data.dataset import CrossModalData, DatasetSpec, Splits
 
 N_ITEMS = 6000
 N_QUERY = 1000
-N_TRAIN = 2500
+N_TRAIN = 1000
 N_CLASSES = 24
 IMAGE_DIM = 512
 TEXT_DIM = 1386
@@ -67,7 +67,7 @@ def generate(n_items: int = N_ITEMS, seed: int = SEED) -> tuple[np.ndarray, np.n
 
 
 def synthetic_splits(n_items: int = N_ITEMS, seed: int = SEED) -> Splits:
-    """The fixed ``synthetic`` protocol: 1000 queries, 5000 database, 2500 training from the database."""
+    """The fixed ``synthetic`` protocol: 1000 queries, 5000 database, 1000 training from the database."""
     perm = np.random.default_rng(seed + 1).permutation(n_items).astype(np.int64)
     query, database = perm[:N_QUERY], np.sort(perm[N_QUERY:])
     train = np.sort(np.random.default_rng(seed + 2).choice(database, size=N_TRAIN, replace=False))
