@@ -123,14 +123,20 @@ def validate_config(config: Any, owner: str = "") -> None:
         _check_bounds(f, getattr(config, f.name), owner)
 
 
-def resolve_config(config_cls: type, overrides: Mapping[str, str], owner: str = "") -> Any:
-    """Build ``config_cls`` from its defaults and string ``overrides`` (field name -> value).
+def resolve_config(
+    config_cls: type, overrides: Mapping[str, str], owner: str = "", base: Optional[Mapping[str, Any]] = None
+) -> Any:
+    """Build ``config_cls`` from its defaults, typed ``base`` values (e.g. a method's settings for
+    one dataset) and string ``overrides`` (field name -> value), in that order of precedence.
 
     Unknown names raise a :class:`ConfigError` naming the close matches; values are cast to the
     field's annotated type and checked against its bounds.
     """
     fields = {f.name: f for f in config_fields(config_cls)}
-    kwargs: dict[str, Any] = {}
+    unknown = sorted(set(base or {}) - set(fields))
+    if unknown:
+        raise ConfigError(f"{owner or config_cls.__name__}: dataset defaults name unknown fields {', '.join(unknown)}")
+    kwargs: dict[str, Any] = dict(base or {})
     for key, raw in overrides.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)

@@ -7,7 +7,7 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Literal, Optional, TypeVar
+from typing import Any, Callable, Generic, Iterator, Literal, Mapping, Optional, TypeVar
 
 from cmhbench.errors import PluginError, UnknownNameError
 
@@ -25,7 +25,8 @@ class MethodSpec:
     its ``kind``; ``config`` is a frozen dataclass type whose defaults follow the paper.
     ``paper`` is the citation, ``code`` the official code the implementation follows.
     Strategies declare whether they read a teacher (``uses_teacher``) and labels (``uses_labels``).
-    ``source`` and ``version`` (the providing plugin and its distribution version) are filled in
+    ``dataset_defaults`` maps a dataset name to the hyperparameters the official code uses on it
+    (applied before ``--set`` overrides and recorded in every result). ``source`` and ``version`` (the providing plugin and its distribution version) are filled in
     at registration.
     """
 
@@ -38,6 +39,7 @@ class MethodSpec:
     summary: str = ""
     uses_teacher: bool = True
     uses_labels: bool = False
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     version: str = ""
 
@@ -63,6 +65,7 @@ class MethodSpec:
             "version": self.version,
             "uses_teacher": self.uses_teacher,
             "uses_labels": self.uses_labels,
+            "dataset_defaults": {k: dict(v) for k, v in self.dataset_defaults.items()},
             "hyperparameters": {
                 f.name: {"default": _jsonable(f.default), "help": f.metadata.get("help", "")}
                 for f in dataclasses.fields(self.config)

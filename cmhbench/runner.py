@@ -144,7 +144,10 @@ def resolve_pipeline(request: RunRequest, registry: Registry) -> Pipeline:
             known = sorted({f"{r}.{f.name}" for r, s in chosen.items() for f in dataclasses.fields(s.config)})
             raise ConfigError(f"--set {key}: no selected method has a hyperparameter {key!r} (known: {', '.join(known)})")
         per_role[owners[0]][key] = value
-    configs = {role: resolve_config(spec.config, per_role[role], owner=spec.name) for role, spec in chosen.items()}
+    configs = {
+        role: resolve_config(spec.config, per_role[role], owner=spec.name, base=spec.dataset_defaults.get(request.dataset))
+        for role, spec in chosen.items()
+    }
     return Pipeline(teacher=teacher, strategy=strategy, student=student, configs=configs)
 
 

@@ -1,8 +1,9 @@
 """Student ``dcmh``: Deep Cross-Modal Hashing, trained on a given similarity instead of labels.
 
 Paper: Qing-Yuan Jiang, Wu-Jun Li. "Deep Cross-Modal Hashing." CVPR 2017.
-Official code: https://github.com/jiangqy/DCMH-CVPR2017 (MATLAB, and its ``DCMH_pytorch`` port:
-``config.py``, ``main.py``, ``models/txt_module.py``).
+Official code: https://github.com/jiangqy/DCMH-CVPR2017 (the MATLAB release the authors recommend,
+``DCMH_demo.m``, ``process_DCMH.m``, and a TensorFlow demo); the widely used PyTorch port
+https://github.com/WendellGul/DCMH (``main.py``, ``config.py``) was read for comparison.
 
 Objective over the n training pairs, with ``F`` (image outputs), ``G`` (text outputs) and
 ``B in {-1,+1}`` (n x bits), ``Theta_ij = 0.5 * F_i . G_j`` and similarity ``S``:
@@ -11,24 +12,29 @@ Objective over the n training pairs, with ``F`` (image outputs), ``G`` (text out
     + gamma * (||B - F||^2 + ||B - G||^2)                       quantization
     + eta * (||F^T 1||^2 + ||G^T 1||^2)                         bit balance
 
-Alternating optimisation as in the official PyTorch port: per epoch, ``n // batch`` steps on
-the image head (each on a fresh random batch; ``G`` fixed; loss divided by ``n * batch``), as
-many on the text head (``F`` fixed), then ``B = sign(F + G)``. ``F`` and ``G`` start as standard
-normal draws; batch 128; gamma = 1; learning rate linearly decayed over the epochs.
+Alternating optimisation as in the official code: per epoch, ``n // batch`` steps on the image
+head (each on a fresh random batch; ``G`` fixed; loss divided by ``n * batch``), as many on the
+text head (``F`` fixed), then ``B = sign(F + G)``; ``F`` and ``G`` start as standard normal
+draws (TensorFlow demo and PyTorch port); batch 128; gamma = 1.
 
 ``S`` comes from the strategy (``S_ij in [0, 1]``; the official code computes it from labels,
-which the ``labels`` strategy reproduces). Departures from the official port, and why:
+which the ``labels`` strategy reproduces). Departures from the official code, and why:
 
 - Feature-based heads ``d -> 1024 -> bits`` for both modalities (official: CNN-F fine-tuned on
   raw images, last hidden layer 4096; text ``d -> 8192 -> bits``); the official widths cost 4-8x
   more CPU time and are available with ``--set student.image_hidden=4096 student.text_hidden=8192``.
 - Optimiser Adam, learning rate 1e-3 decayed linearly to 1e-5, and bit-balance weight
-  ``eta = 0.01`` (official: SGD from 10^-1.5 to 10^-6, ``eta = 1``, heads initialised N(0, 0.01)).
+  ``eta = 0.01`` (official MATLAB: SGD with weight decay 5e-4, learning rate log-spaced from
+  10^-1.5 to 10^-3, ``eta = 1``, heads initialised N(0, 0.01); TensorFlow demo and PyTorch port:
+  linearly from 10^-1.5 to 10^-6).
   With the official settings the feature heads do not learn: the balance term
   ``||F^T 1||^2`` over all n items is a stiff quadratic that SGD at the official rates cannot
   move past, and outputs stay near 0 (training-set validation on ``synthetic``, labels strategy,
   30 epochs: val mAP i2t/t2i at chance 0.22/0.21 with eta = 1, 0.35/0.31 with eta = 0.1,
   0.53/0.49 with eta = 0.01; SGD at the official rates: 0.21/0.21 after 200 epochs).
+- The image head is updated before the text head (TensorFlow demo and PyTorch port; the MATLAB
+  release updates the text head first). The PyTorch port's text balance term has no gradient
+  (it sums a detached buffer) and its best epoch is chosen on the query set; neither is copied.
 - ``epochs`` defaults to 150 (official: 500 on raw images); fewer epochs leave the heads
   under-trained (training-set validation on ``wiki``, labels strategy, 32 bits: val mAP
   i2t/t2i 0.23/0.20 after 60 epochs, 0.24/0.33 after 150).

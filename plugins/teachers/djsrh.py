@@ -2,11 +2,12 @@
 
 Paper: Shupeng Su, Zhisheng Zhong, Chao Zhang. "Deep Joint-Semantics Reconstructing Hashing for
 Large-Scale Unsupervised Cross-Modal Retrieval." ICCV 2019.
-Official code: https://github.com/zzs1994/DJSRH (``settings.py``, ``DJSRH.py``, ``models.py``).
+Official code: https://github.com/zzs1994/DJSRH (``settings.py``, ``train.py``, ``models.py``).
 
 What it does, per minibatch of ``m`` pairs (as in the official ``train``):
 
-1. ``S_I = 2 cos(F_I, F_I) - 1`` and ``S_T = 2 cos(F_T, F_T) - 1`` from the input features.
+1. ``S_I = 2 cos(F_I, F_I) - 1`` and ``S_T = 2 cos(F_T, F_T) - 1``, from fixed image features
+   (the official code: a frozen ImageNet AlexNet's fc7) and the raw text vectors.
 2. Joint semantics ``S~ = beta * S_I + (1 - beta) * S_T``, with the second-order term
    ``S = mu * ((1 - eta) * S~ + eta * S~ S~^T / m)``.
 3. Codes ``B = tanh(alpha * h)`` of both heads, ``alpha = sqrt(epoch + 1)`` growing per epoch.
@@ -14,19 +15,18 @@ What it does, per minibatch of ``m`` pairs (as in the official ``train``):
    ``||S - cos(B_I, B_T)||^2 + lambda1 ||S - cos(B_I, B_I)||^2 + lambda2 ||S - cos(B_T, B_T)||^2``.
 5. Two SGD optimisers (image lr 0.001, text lr 0.01, momentum 0.9, weight decay 5e-4), batch 32.
 
-Defaults are the official MIRFlickr settings (beta 0.6, eta 0.4, mu 1.5, lambda1 = lambda2 = 0.1,
-80 epochs).
+Defaults are the official MIRFlickr settings (beta 0.9, eta 0.4, mu 1.5, lambda1 = lambda2 = 0.1,
+80 epochs, image lr 0.001); on ``wiki`` the official Wiki settings apply (beta 0.3,
+lambda1 = lambda2 = 0.3, 200 epochs, image lr 0.01). ``synthetic`` is MIRFlickr-shaped and uses
+the MIRFlickr settings.
 
 Departures, and why:
 
 - Feature-based: the image side is an MLP head ``d -> 1024 -> bits`` on pre-extracted features
   (the official code fine-tunes AlexNet's fc6/fc7 and a linear hash layer on raw images); the
-  image features used in ``S_I`` are these input features, where the official code uses
-  AlexNet's fc7 output. The text head is ``d -> 1024 -> bits`` (official: 4096 wide). The
-  narrower heads take a quarter of the CPU time; ``--set teacher.hidden=4096`` restores the
-  official width.
-- The official code picks the epoch with the best mAP on the query set; cmhbench never looks at
-  queries during training and keeps the last epoch.
+  fixed features behind ``S_I`` are these input features (officially a frozen AlexNet's fc7).
+  The text head is ``d -> 1024 -> bits`` (official: 4096 wide). The narrower heads take a
+  quarter of the CPU time; ``--set teacher.hidden=4096`` restores the official width.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from cmhbench.training import encode_in_batches, l2_normalize, minibatches, mlp
 class DJSRHConfig:
     """DJSRH hyperparameters (official MIRFlickr settings unless noted)."""
 
-    beta: float = hp(0.6, "weight of image affinity in the joint affinity (1-beta for text)", ge=0, le=1)
+    beta: float = hp(0.9, "weight of image affinity in the joint affinity (1-beta for text)", ge=0, le=1)
     eta: float = hp(0.4, "weight of the second-order term S S^T / m", ge=0, le=1)
     mu: float = hp(1.5, "scale of the joint affinity the codes reconstruct", gt=0)
     lambda1: float = hp(0.1, "weight of the image-image reconstruction term", ge=0)
@@ -134,6 +134,7 @@ def cmhbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
             paper="Su, Zhong, Zhang. Deep Joint-Semantics Reconstructing Hashing for Large-Scale Unsupervised "
             "Cross-Modal Retrieval. ICCV 2019.",
             code="https://github.com/zzs1994/DJSRH",
+            dataset_defaults={"wiki": {"beta": 0.3, "lambda1": 0.3, "lambda2": 0.3, "epochs": 200, "lr_image": 0.01}},
             summary="reconstructs a joint image+text cosine affinity (with a second-order term) by code cosines",
         )
     )
