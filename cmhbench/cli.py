@@ -193,9 +193,12 @@ def eval_(
     topk: str = typer.Option("50,500", "--topk", help="Comma-separated K of mAP@K."),
     directions: str = typer.Option("i2t,t2i", "--directions", help="Any of i2t, t2i, i2i, t2t."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    engine: str = typer.Option("auto", "--engine", help="auto (torch on CUDA, else the CPU kernel), cpu or torch."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Evaluate codes produced by any tool under cmhbench's mAP contract."""
+    """Evaluate codes produced by any tool under cmhbench's mAP contract.
+
+    With --json, each direction also reports `seconds` spent evaluating (start-up excluded)."""
     import torch
 
     from cmhbench.evaluation.crossmodal import CodeSet, evaluate_code_set
@@ -204,10 +207,12 @@ def eval_(
         raise ConfigError("--device cuda: no CUDA device is available")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if engine not in ("auto", "cpu", "torch"):
+        raise ConfigError(f"--engine must be auto, cpu or torch, got {engine!r}")
     ks = _int_list(topk, "--topk")
     code_set = CodeSet.load(codes)
     result = evaluate_code_set(
-        code_set, directions=[d.strip() for d in directions.split(",") if d.strip()], topk=ks, device=device
+        code_set, directions=[d.strip() for d in directions.split(",") if d.strip()], topk=ks, device=device, engine=engine
     )
     if as_json:
         print(json.dumps(result))

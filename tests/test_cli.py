@@ -114,6 +114,12 @@ def test_eval_json_matches_reference(tmp_path, dtype):
     for key in ("map", "map@50", "map@500"):
         assert out["i2t"][key] == pytest.approx(i2t[key], abs=1e-12)
         assert out["t2i"][key] == pytest.approx(t2i[key], abs=1e-12)
+    assert out["i2t"]["seconds"] >= 0 and out["t2i"]["seconds"] >= 0
+    torch_out = json.loads(invoke("eval", str(tmp_path / "codes.npz"), "--engine", "torch", "--json").output)
+    for direction in ("i2t", "t2i"):
+        torch_out[direction].pop("seconds")
+        out[direction].pop("seconds")
+    assert torch_out == out  # bit-identical across engines
 
 
 def test_eval_table(tmp_path):

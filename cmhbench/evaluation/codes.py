@@ -29,13 +29,12 @@ def check_codes(name: str, arr: np.ndarray) -> np.ndarray:
         raise DataError(f"{name}: empty array of shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"{name}: expected numeric codes, got dtype {arr.dtype}")
-    as_float = arr.astype(np.float64, copy=False)
-    if not np.isfinite(as_float).all():
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise DataError(f"{name}: holds NaN or infinite values")
-    bad = (as_float != 1) & (as_float != -1)
+    bad = (arr != 1) & (arr != -1)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DataError(f"{name}: values must be -1 or +1, found {as_float[r, c]!r} at row {r}, bit {c}")
+        raise DataError(f"{name}: values must be -1 or +1, found {arr[r, c].item()!r} at row {r}, bit {c}")
     return arr.astype(np.int8)
 
 

@@ -14,8 +14,9 @@
   over queries (a query with nothing retrieved has precision 0; with nothing relevant, recall 0);
   ``p@r2`` is its precision at radius 2.
 
-All sums are float64. Queries are processed in chunks sized to a memory budget, on CUDA when the
-tensors (or ``device``) are there.
+The ranking itself is summarised by :mod:`cmhbench.evaluation.engine` (numba counting sort on
+the CPU, torch on CUDA); everything here is float64 arithmetic on those integer summaries with
+exactly rounded means, so a metric never depends on the device or on chunking.
 """
 
 from __future__ import annotations
@@ -25,24 +26,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from cmhbench.evaluation.codes import hamming_distances
+from cmhbench.evaluation.engine import SCALE, RankingSummary, summarize_cpu, summarize_torch
 
 DEFAULT_TOPK = (50, 500)
 DEFAULT_PRECISION_AT = (50, 100, 500, 1000)
-BYTES_PER_CELL = 40  # distances, sort keys and indices, relevance, cumulative counts, float64 terms
-
-
-def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    return x.to(device=device, dtype=dtype)
+TORCH_BYTES_PER_CELL = 48  # distances, sort indices, relevance, ordinals, float64 and int64 terms
 
 
 def default_chunk_size(n_database: int, budget_bytes: int = 256 * 2**20) -> int:
-    """Queries per chunk so that the per-chunk work arrays stay within ``budget_bytes``."""
-    return max(1, budget_bytes // (BYTES_PER_CELL * max(1, n_database)))
+    """Queries per chunk for the torch path, so its work arrays stay within ``budget_bytes``."""
+    return max(1, budget_bytes // (TORCH_BYTES_PER_CELL * max(1, n_database)))
 
 
 def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
@@ -52,112 +46,114 @@ def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
     return torch.device(device)
 
 
-def _tie_aware_ap(counts_all: Tensor, counts_rel: Tensor, harmonic: Tensor) -> Tensor:
-    """Expected AP@all per query from ``(m, bits+1)`` per-distance counts (all / relevant)."""
-    n = counts_all.double()
-    r = counts_rel.double()
-    before = torch.cumsum(counts_all, 1) - counts_all
-    rel_before = (torch.cumsum(counts_rel, 1) - counts_rel).double()
-    d_h = harmonic[before + counts_all] - harmonic[before]
-    term = (rel_before + 1.0) * d_h
-    spread = torch.where(n > 1, (r - 1.0) / (n - 1.0).clamp(min=1.0), torch.zeros_like(n))
-    term = term + spread * (n - (before.double() + 1.0) * d_h)
-    contrib = torch.where(r > 0, r / n.clamp(min=1.0) * term, torch.zeros_like(n))
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _mean(values: np.ndarray) -> float:
+    """Exactly rounded mean of a 1-D float64 array."""
+    return math.fsum(values.tolist()) / len(values) if len(values) else 0.0
+
+
+def tie_aware_ap(hist_all: np.ndarray, hist_rel: np.ndarray) -> np.ndarray:
+    """Expected AP@all per query over random orders of tied items, from ``(q, bits+1)`` counts.
+
+    For a group of ``n`` items at one distance, ``r`` of them relevant, preceded by ``N`` items of
+    which ``Rp`` relevant, the expected sum of precisions at its relevant items is
+    ``r/n * [(Rp + 1) * (H(N+n) - H(N)) + (r-1)/(n-1) * (n - (N+1) * (H(N+n) - H(N)))]``
+    with ``H`` the harmonic numbers.
+    """
+    n_db = int(hist_all[0].sum()) if len(hist_all) else 0
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n_db + 1, dtype=np.float64))])
+    n = hist_all.astype(np.float64)
+    r = hist_rel.astype(np.float64)
+    before = np.cumsum(hist_all, 1) - hist_all
+    rel_before = (np.cumsum(hist_rel, 1) - hist_rel).astype(np.float64)
+    d_h = harmonic[before + hist_all] - harmonic[before]
+    spread = np.divide(r - 1.0, n - 1.0, out=np.zeros_like(n), where=n > 1)
+    term = (rel_before + 1.0) * d_h + spread * (n - (before + 1.0) * d_h)
+    contrib = np.divide(r, n, out=np.zeros_like(n), where=n > 0) * term
+    contrib[r == 0] = 0.0
     total_rel = r.sum(1)
-    return torch.where(total_rel > 0, contrib.sum(1) / total_rel.clamp(min=1.0), torch.zeros_like(total_rel))
+    return np.divide(contrib.sum(1), total_rel, out=np.zeros_like(total_rel), where=total_rel > 0)
+
+
+def metrics_from_summary(summary: RankingSummary, topk: Sequence[int], precision_at: Sequence[int]) -> dict[str, Any]:
+    """All contract metrics from a :class:`RankingSummary` (JSON-ready dict)."""
+    n_q = summary.ap_fixed.shape[0]
+    n_db = summary.n_database
+    k_index = {k: i for i, k in enumerate(summary.ks)}
+    total_rel = summary.hist_rel.sum(1)
+    out: dict[str, Any] = {}
+    ap = np.divide(summary.ap_fixed.astype(np.float64) / SCALE, total_rel, out=np.zeros(n_q), where=total_rel > 0)
+    out["map"] = _mean(ap)
+    for k in topk:
+        i = k_index[k]
+        rel_k = summary.rel_at[:, i]
+        apk = np.divide(summary.apk_fixed[:, i].astype(np.float64) / SCALE, rel_k, out=np.zeros(n_q), where=rel_k > 0)
+        out[f"map@{k}"] = _mean(apk)
+    out["map_tie_aware"] = _mean(tie_aware_ap(summary.hist_all, summary.hist_rel))
+    for k in precision_at:
+        out[f"p@{k}"] = _mean(summary.rel_at[:, k_index[k]] / min(k, n_db))
+    retrieved = np.cumsum(summary.hist_all, 1).astype(np.float64)
+    true_pos = np.cumsum(summary.hist_rel, 1).astype(np.float64)
+    precision = np.divide(true_pos, retrieved, out=np.zeros_like(true_pos), where=retrieved > 0)
+    recall = np.divide(true_pos, total_rel[:, None].astype(np.float64), out=np.zeros_like(true_pos), where=total_rel[:, None] > 0)
+    curve_p = [_mean(col) for col in precision.T]
+    curve_r = [_mean(col) for col in recall.T]
+    bits = summary.hist_all.shape[1] - 1
+    out["p@r2"] = curve_p[min(2, bits)]
+    out["pr_curve"] = {"radius": list(range(bits + 1)), "precision": curve_p, "recall": curve_r}
+    out["n_queries"] = int(n_q)
+    out["n_database"] = int(n_db)
+    out["queries_without_relevant"] = int((total_rel == 0).sum())
+    return out
 
 
 def retrieval_metrics(
-    query_codes: Tensor | np.ndarray,
-    database_codes: Tensor | np.ndarray,
-    query_labels: Tensor | np.ndarray,
-    database_labels: Tensor | np.ndarray,
+    query_codes: torch.Tensor | np.ndarray,
+    database_codes: torch.Tensor | np.ndarray,
+    query_labels: torch.Tensor | np.ndarray,
+    database_labels: torch.Tensor | np.ndarray,
     *,
     topk: Sequence[int] = DEFAULT_TOPK,
     precision_at: Sequence[int] = DEFAULT_PRECISION_AT,
     device: Optional[str | torch.device] = None,
+    engine: str = "auto",
     chunk_size: Optional[int] = None,
 ) -> dict[str, Any]:
     """All contract metrics for one retrieval direction.
 
     ``query_codes`` ``(q, bits)`` and ``database_codes`` ``(n, bits)`` hold ``{-1,+1}``;
     ``query_labels`` ``(q, c)`` and ``database_labels`` ``(n, c)`` are 0/1 multi-hot.
+    ``engine``: ``"cpu"`` (numba counting sort), ``"torch"`` (sort-based, on ``device``), or
+    ``"auto"`` (torch on CUDA, the CPU kernel otherwise). Every engine gives identical numbers.
     Returns a JSON-ready dict with ``map``, ``map@K``, ``map_tie_aware``, ``p@K``, ``p@r2``,
     ``pr_curve`` (``radius``, ``precision``, ``recall`` lists), ``n_queries``, ``n_database``
     and ``queries_without_relevant``.
     """
-    dev = resolve_device(device if device is not None else (query_codes.device if isinstance(query_codes, Tensor) else None))
-    qc = _as_tensor(query_codes, dev, torch.float32)
-    dc = _as_tensor(database_codes, dev, torch.float32)
-    ql = _as_tensor(query_labels, dev, torch.float32)
-    dl = _as_tensor(database_labels, dev, torch.float32)
-    n_q, bits = qc.shape
-    n_db = dc.shape[0]
-    if dc.shape[1] != bits:
-        raise ValueError(f"query codes have {bits} bits but database codes {dc.shape[1]}")
-    if ql.shape[0] != n_q or dl.shape[0] != n_db or ql.shape[1] != dl.shape[1]:
+    if device is None and isinstance(query_codes, torch.Tensor):
+        device = query_codes.device
+    dev = resolve_device(device)
+    q_shape, db_shape = tuple(query_codes.shape), tuple(database_codes.shape)
+    if len(q_shape) != 2 or len(db_shape) != 2 or q_shape[1] != db_shape[1]:
+        raise ValueError(f"codes must be (q, bits) and (n, bits) with equal bits, got {q_shape} and {db_shape}")
+    if query_labels.shape[0] != q_shape[0] or database_labels.shape[0] != db_shape[0] or query_labels.shape[1] != database_labels.shape[1]:
         raise ValueError("labels do not match the codes' item counts or each other's class counts")
     topk = sorted({int(k) for k in topk})
     precision_at = sorted({int(k) for k in precision_at})
     if any(k <= 0 for k in topk + precision_at):
         raise ValueError("K must be positive")
-    chunk = chunk_size or default_chunk_size(n_db)
-
-    ranks = torch.arange(1, n_db + 1, device=dev, dtype=torch.float64)
-    harmonic = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), torch.cumsum(1.0 / ranks, 0)])
-    per_query: dict[str, list[Tensor]] = {}
-    no_relevant = 0
-
-    def add(key: str, values: Tensor) -> None:
-        per_query.setdefault(key, []).append(values.double().cpu())
-
-    for start in range(0, n_q, chunk):
-        dist = hamming_distances(qc[start : start + chunk], dc)
-        rel = (ql[start : start + chunk] @ dl.T) > 0
-        m = dist.shape[0]
-
-        dist_long = dist.long()
-        counts_all = torch.zeros(m, bits + 1, dtype=torch.long, device=dev).scatter_add_(1, dist_long, torch.ones_like(dist_long))
-        counts_rel = torch.zeros(m, bits + 1, dtype=torch.long, device=dev).scatter_add_(1, dist_long, rel.long())
-        total_rel = counts_rel.sum(1)
-        no_relevant += int((total_rel == 0).sum())
-
-        order = torch.sort(dist, dim=1, stable=True).indices
-        rel_sorted = rel.gather(1, order)
-        del order, dist, dist_long
-        cum = torch.cumsum(rel_sorted, 1, dtype=torch.int64)
-        hits = rel_sorted.double() * cum.double() / ranks
-        del rel_sorted
-
-        add("map", torch.where(total_rel > 0, hits.sum(1) / total_rel.clamp(min=1).double(), 0.0))
-        for k in topk:
-            kk = min(k, n_db)
-            rel_k = cum[:, kk - 1]
-            add(f"map@{k}", torch.where(rel_k > 0, hits[:, :kk].sum(1) / rel_k.clamp(min=1).double(), 0.0))
-        for k in precision_at:
-            kk = min(k, n_db)
-            add(f"p@{k}", cum[:, kk - 1].double() / kk)
-        del hits, cum
-
-        add("map_tie_aware", _tie_aware_ap(counts_all, counts_rel, harmonic))
-        retrieved = torch.cumsum(counts_all, 1).double()
-        true_pos = torch.cumsum(counts_rel, 1).double()
-        add("pr_precision", torch.where(retrieved > 0, true_pos / retrieved.clamp(min=1.0), 0.0))
-        add("pr_recall", torch.where(total_rel[:, None] > 0, true_pos / total_rel[:, None].clamp(min=1).double(), 0.0))
-
-    # Exactly rounded means (math.fsum): the result does not depend on chunking or device.
-    out: dict[str, Any] = {}
-    for key, parts in per_query.items():
-        values = torch.cat(parts).numpy()
-        if values.ndim == 1:
-            out[key] = math.fsum(values.tolist()) / n_q
-        else:
-            out[key] = [math.fsum(col) / n_q for col in values.T.tolist()]
-    precision, recall = out.pop("pr_precision"), out.pop("pr_recall")
-    out["p@r2"] = precision[min(2, bits)]
-    out["pr_curve"] = {"radius": list(range(bits + 1)), "precision": precision, "recall": recall}
-    out["n_queries"] = int(n_q)
-    out["n_database"] = int(n_db)
-    out["queries_without_relevant"] = int(no_relevant)
-    ordered = ["map"] + [f"map@{k}" for k in topk] + ["map_tie_aware"] + [f"p@{k}" for k in precision_at]
-    return {key: out[key] for key in ordered} | {k: v for k, v in out.items() if k not in ordered}
+    ks = sorted(set(topk) | set(precision_at))
+    use_torch = engine == "torch" or (engine == "auto" and dev.type == "cuda")
+    if engine not in ("auto", "cpu", "torch"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if use_torch:
+        tensors = [
+            (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).to(dev)
+            for x in (query_codes, database_codes, query_labels, database_labels)
+        ]
+        summary = summarize_torch(*tensors, ks=ks, chunk_size=chunk_size or default_chunk_size(db_shape[0]))
+    else:
+        summary = summarize_cpu(*(_numpy(x) for x in (query_codes, database_codes, query_labels, database_labels)), ks=ks)
+    return metrics_from_summary(summary, topk, precision_at)
