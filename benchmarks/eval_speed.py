@@ -136,7 +136,7 @@ def measure(path: Path, method: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["mirflickr", "nuswide", "coco"], choices=list(SIZES))
     parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64, 128])
     parser.add_argument("--no-loop", action="store_true", help="skip the (slow) per-query loop")
     parser.add_argument("--torch", action="store_true", help="also time the torch path (CUDA when available)")

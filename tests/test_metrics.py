@@ -37,6 +37,10 @@ def test_metrics_match_reference_with_ties_and_empty_queries(bits, seed):
     np.testing.assert_allclose(got["pr_curve"]["precision"], precision, atol=1e-12)
     np.testing.assert_allclose(got["pr_curve"]["recall"], recall, atol=1e-12)
     assert got["p@r2"] == pytest.approx(precision[2], abs=1e-12)
+    curve = got["pk_curve"]
+    assert curve["k"] == [1, 5, 10, 20, 50, 100, 200, 250]
+    want_curve = reference_metrics(qc, dc, ql, dl, precision_at=curve["k"])
+    assert curve["precision"] == pytest.approx([want_curve[f"p@{k}"] for k in curve["k"]], abs=1e-12)
 
 
 def test_zero_relevant_queries_count_as_zero():

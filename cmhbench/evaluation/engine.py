@@ -109,6 +109,10 @@ def _counting_sort_kernel(qcodes, dcodes, qlabels, dlabels, bits, ks, scale):  #
             next_rel[d] = seen_rel + 1
             seen += h_all[d]
             seen_rel += h_rel[d]
+        # Terms and counts by the first cutoff they fall under (bucket b: ks[b-1] < rank <= ks[b]);
+        # prefix sums over buckets then give every cutoff at once.
+        bucket_term = np.zeros(nk + 1, np.int64)
+        bucket_count = np.zeros(nk + 1, np.int64)
         total = 0
         for j in range(n):
             d = dist[j]
@@ -119,11 +123,24 @@ def _counting_sort_kernel(qcodes, dcodes, qlabels, dlabels, bits, ks, scale):  #
                 next_rel[d] += 1
                 term = np.int64(np.floor(ordinal / rank * scale + 0.5))
                 total += term
-                for i in range(nk):
-                    if rank <= ks[i]:
-                        apk[q, i] += term
-                        rel_at[q, i] += 1
+                lo = 0
+                hi = nk
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ks[mid] < rank:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                bucket_term[lo] += term
+                bucket_count[lo] += 1
         ap[q] = total
+        run_term = 0
+        run_count = 0
+        for i in range(nk):
+            run_term += bucket_term[i]
+            run_count += bucket_count[i]
+            apk[q, i] = run_term
+            rel_at[q, i] = run_count
     return hist_all, hist_rel, ap, apk, rel_at
 
 

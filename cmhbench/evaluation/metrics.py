@@ -13,6 +13,7 @@
 - ``pr_curve``: precision and recall of the items within Hamming radius r, r = 0..bits, averaged
   over queries (a query with nothing retrieved has precision 0; with nothing relevant, recall 0);
   ``p@r2`` is its precision at radius 2.
+- ``pk_curve``: ``p@K`` at the cutoffs of :func:`pk_curve_ks` (for plots).
 
 The ranking itself is summarised by :mod:`cmhbench.evaluation.engine` (numba counting sort on
 the CPU, torch on CUDA); everything here is float64 arithmetic on those integer summaries with
@@ -31,6 +32,12 @@ from cmhbench.evaluation.engine import SCALE, RankingSummary, summarize_cpu, sum
 
 DEFAULT_TOPK = (50, 500)
 DEFAULT_PRECISION_AT = (50, 100, 500, 1000)
+PK_CURVE_GRID = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000)
+
+
+def pk_curve_ks(n_database: int) -> tuple[int, ...]:
+    """The cutoffs of the stored precision@K curve: a log-like grid up to, and including, n."""
+    return tuple(k for k in PK_CURVE_GRID if k < n_database) + (n_database,)
 TORCH_BYTES_PER_CELL = 48  # distances, sort indices, relevance, ordinals, float64 and int64 terms
 
 
@@ -78,8 +85,11 @@ def tie_aware_ap(hist_all: np.ndarray, hist_rel: np.ndarray) -> np.ndarray:
     return np.divide(contrib.sum(1), total_rel, out=np.zeros_like(total_rel), where=total_rel > 0)
 
 
-def metrics_from_summary(summary: RankingSummary, topk: Sequence[int], precision_at: Sequence[int]) -> dict[str, Any]:
-    """All contract metrics from a :class:`RankingSummary` (JSON-ready dict)."""
+def metrics_from_summary(
+    summary: RankingSummary, topk: Sequence[int], precision_at: Sequence[int], curve_ks: Sequence[int] = ()
+) -> dict[str, Any]:
+    """All contract metrics from a :class:`RankingSummary` (JSON-ready dict); ``curve_ks`` are the
+    cutoffs of the stored ``pk_curve`` (none: no curve)."""
     n_q = summary.ap_fixed.shape[0]
     n_db = summary.n_database
     k_index = {k: i for i, k in enumerate(summary.ks)}
@@ -104,6 +114,8 @@ def metrics_from_summary(summary: RankingSummary, topk: Sequence[int], precision
     bits = summary.hist_all.shape[1] - 1
     out["p@r2"] = curve_p[min(2, bits)]
     out["pr_curve"] = {"radius": list(range(bits + 1)), "precision": curve_p, "recall": curve_r}
+    if curve_ks:
+        out["pk_curve"] = {"k": list(curve_ks), "precision": [_mean(summary.rel_at[:, k_index[k]] / min(k, n_db)) for k in curve_ks]}
     out["n_queries"] = int(n_q)
     out["n_database"] = int(n_db)
     out["queries_without_relevant"] = int((total_rel == 0).sum())
@@ -121,6 +133,7 @@ def retrieval_metrics(
     device: Optional[str | torch.device] = None,
     engine: str = "auto",
     chunk_size: Optional[int] = None,
+    pk_curve: bool = True,
 ) -> dict[str, Any]:
     """All contract metrics for one retrieval direction.
 
@@ -130,7 +143,7 @@ def retrieval_metrics(
     ``"auto"`` (torch on CUDA, the CPU kernel otherwise). Every engine gives identical numbers.
     Returns a JSON-ready dict with ``map``, ``map@K``, ``map_tie_aware``, ``p@K``, ``p@r2``,
     ``pr_curve`` (``radius``, ``precision``, ``recall`` lists), ``n_queries``, ``n_database``
-    and ``queries_without_relevant``.
+    and ``queries_without_relevant``, and with ``pk_curve`` the ``pk_curve`` (``k``, ``precision``).
     """
     if device is None and isinstance(query_codes, torch.Tensor):
         device = query_codes.device
@@ -144,7 +157,8 @@ def retrieval_metrics(
     precision_at = sorted({int(k) for k in precision_at})
     if any(k <= 0 for k in topk + precision_at):
         raise ValueError("K must be positive")
-    ks = sorted(set(topk) | set(precision_at))
+    curve_ks = pk_curve_ks(db_shape[0]) if pk_curve else ()
+    ks = sorted(set(topk) | set(precision_at) | set(curve_ks))
     use_torch = engine == "torch" or (engine == "auto" and dev.type == "cuda")
     if engine not in ("auto", "cpu", "torch"):
         raise ValueError(f"unknown engine {engine!r}")
@@ -156,4 +170,4 @@ def retrieval_metrics(
         summary = summarize_torch(*tensors, ks=ks, chunk_size=chunk_size or default_chunk_size(db_shape[0]))
     else:
         summary = summarize_cpu(*(_numpy(x) for x in (query_codes, database_codes, query_labels, database_labels)), ks=ks)
-    return metrics_from_summary(summary, topk, precision_at)
+    return metrics_from_summary(summary, topk, precision_at, curve_ks)
