@@ -202,6 +202,10 @@ class Runner:
         self.registry = registry
         self.progress = progress or NullProgress()
         self.log = log
+        self._data_cache: dict[tuple, tuple[CrossModalData, dict[str, dict[str, PairedFeatures]]]] = {}
+        # The last fitted teacher, reused when the next run trains the very same teacher (same data,
+        # config, bits, seed, device): its fit is deterministic, so reuse changes no result.
+        self._teacher_cache: Optional[tuple[str, Any, float]] = None
 
     def prepare(self, request: RunRequest) -> tuple[Pipeline, CrossModalData, torch.device]:
         """Resolve methods, load the dataset and pick the device; every user error surfaces here."""
@@ -213,9 +217,36 @@ class Runner:
             if bits <= 0:
                 raise ConfigError(f"--bits: code length must be positive, got {bits}")
         pipeline = resolve_pipeline(request, self.registry)
-        dataset_spec = self.registry.datasets.get(request.dataset)
-        data = dataset_spec.load(request.data_dir)
-        return pipeline, data, resolve_device(request.device)
+        return pipeline, self.load_data(request), resolve_device(request.device)
+
+    def load_data(self, request: RunRequest) -> CrossModalData:
+        """The request's dataset, loaded once per runner."""
+        cache_key = (request.dataset, str(request.data_dir))
+        if cache_key not in self._data_cache:
+            data = self.registry.datasets.get(request.dataset).load(request.data_dir)
+            self._data_cache[cache_key] = (data, {})
+        return self._data_cache[cache_key][0]
+
+    def _tensors(self, data: CrossModalData, device: torch.device) -> dict[str, PairedFeatures]:
+        for cached, per_device in self._data_cache.values():
+            if cached is data:
+                if str(device) not in per_device:
+                    per_device[str(device)] = _to_device(data, device)
+                return per_device[str(device)]
+        return _to_device(data, device)
+
+    def key_for(self, request: RunRequest, bits: int) -> RunKey:
+        """The key (and so the result path) a run would have, without running it."""
+        pipeline, data, _ = self.prepare(request)
+        return self._key(request, pipeline, data, bits)[0]
+
+    def compute(self, request: RunRequest, bits: int) -> tuple[RunKey, dict[str, Any], CodeSet]:
+        """Run one code length and return its key, result and codes, writing nothing."""
+        pipeline, data, device = self.prepare(request)
+        key, payload = self._key(request, pipeline, data, bits)
+        with deterministic_torch():
+            result, codes = self._run_one(request, pipeline, data, self._tensors(data, device), device, bits, key, payload)
+        return key, result, codes
 
     def run(
         self, request: RunRequest, prepared: Optional[tuple[Pipeline, CrossModalData, torch.device]] = None
@@ -225,7 +256,7 @@ class Runner:
         pipeline, data, device = prepared or self.prepare(request)
         store = ResultStore(request.results_dir)
         outcomes = []
-        tensors = _to_device(data, device)
+        tensors = self._tensors(data, device)
         for bits in request.bits:
             key, payload = self._key(request, pipeline, data, bits)
             if store.exists(key) and not request.force:
@@ -245,15 +276,16 @@ class Runner:
             "config": {role: config_to_dict(cfg) for role, cfg in pipeline.configs.items()},
             "evaluation": {"topk": list(request.topk), "precision_at": list(request.precision_at)},
             "dataset": {"name": data.name, "revision": data.revision, "split_checksum": data.splits.checksum()},
-            "bits": bits,
-            "seed": request.seed,
         }
+        variant = config_hash(payload)
+        payload = {**payload, "bits": bits, "seed": request.seed}
         key = RunKey(
             dataset=data.name,
             protocol=data.splits.protocol,
             bits=bits,
             seed=request.seed,
             config_hash=config_hash(payload),
+            variant=variant,
             **names,
         )
         return key, payload
@@ -272,12 +304,22 @@ class Runner:
         supervision: Optional[Supervision] = None
         teacher = None
 
+        teacher_reused = False
         if pipeline.teacher is not None:
-            teacher = self._build(pipeline.teacher, pipeline.configs["teacher"], device, request.seed, "teacher")
-            t0 = time.perf_counter()
-            with plugin_guard(pipeline.teacher, "fit"):
-                teacher.fit(train_unlabelled, bits)
-            timings["teacher_fit_s"] = time.perf_counter() - t0
+            teacher_key = config_hash(
+                [payload["dataset"], pipeline.teacher.name, payload["config"]["teacher"], bits, request.seed, str(device)]
+            )
+            if self._teacher_cache is not None and self._teacher_cache[0] == teacher_key:
+                _, teacher, timings["teacher_fit_s"] = self._teacher_cache
+                teacher_reused = True
+            else:
+                self._teacher_cache = None
+                teacher = self._build(pipeline.teacher, pipeline.configs["teacher"], device, request.seed, "teacher")
+                t0 = time.perf_counter()
+                with plugin_guard(pipeline.teacher, "fit"):
+                    teacher.fit(train_unlabelled, bits)
+                timings["teacher_fit_s"] = time.perf_counter() - t0
+                self._teacher_cache = (teacher_key, teacher, timings["teacher_fit_s"])
 
         if pipeline.student is None:
             model, model_spec = teacher, pipeline.teacher
@@ -322,7 +364,9 @@ class Runner:
             "key": {
                 "dataset": key.dataset, "protocol": key.protocol, "teacher": key.teacher, "strategy": key.strategy,
                 "student": key.student, "bits": bits, "seed": request.seed, "config_hash": key.config_hash,
+                "variant": key.variant,
             },
+            "teacher_reused": teacher_reused,
             "config": payload["config"],
             "evaluation": payload["evaluation"],
             "methods": {

@@ -115,3 +115,18 @@ def test_parse_bits_and_stage_seeds():
         parse_bits("")
     assert len({stage_seed(0, s) for s in ("teacher", "strategy", "student")}) == 3
     assert stage_seed(1, "teacher") != stage_seed(0, "teacher")
+
+
+def test_reused_teacher_gives_the_same_result_as_a_fresh_one(tmp_path, test_plugins):
+    registry = get_registry()
+    shared = Runner(registry)
+    first = shared.run(request(tmp_path / "a"))[0]
+    sim = request(tmp_path / "a", overrides=FAST + (("ukd.mode", "sim"),))
+    reused = shared.run(sim)[0]
+    fresh = Runner(registry).run(request(tmp_path / "b", overrides=FAST + (("ukd.mode", "sim"),)))[0]
+    assert reused.result["teacher_reused"] is True and fresh.result["teacher_reused"] is False
+    assert first.result["key"]["variant"] != reused.result["key"]["variant"]
+    assert reused.result["metrics"] == fresh.result["metrics"]
+    a, b = codes_of(reused), codes_of(fresh)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])

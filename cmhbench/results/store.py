@@ -24,7 +24,11 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class RunKey:
-    """What names a run: dataset, protocol, the three methods, code length, seed and config hash."""
+    """What names a run: dataset, protocol, the three methods, code length, seed and config hash.
+
+    ``variant`` digests the configuration without code length and seed: runs that differ only
+    in those share it, and a leaderboard row is one (teacher, strategy, student, variant).
+    """
 
     dataset: str
     protocol: str
@@ -34,6 +38,7 @@ class RunKey:
     bits: int
     seed: int
     config_hash: str
+    variant: str = ""
 
     @property
     def pipeline(self) -> str:
@@ -98,7 +103,7 @@ class ResultStore:
         if not self.root.is_dir():
             return
         for path in sorted(self.root.rglob("*.json")):
-            if path.name.startswith("."):
+            if path.name.startswith(".") or path.name.endswith(".error.json"):
                 continue
             yield path, load_result(path)
 
