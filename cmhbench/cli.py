@@ -228,6 +228,68 @@ def eval_(
     stdout.print(table)
 
 
+@app.command()
+@user_errors
+def sweep(
+    grid: Path = typer.Argument(..., help="A sweep file (.toml, or .yaml with PyYAML)."),
+    engine: str = typer.Option("local", "--engine", help="local or ray."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes (local) or concurrent tasks on a local Ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address to join (ray engine)."),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="CPUs each Ray task requests."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="GPUs each Ray task requests."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Result store (default: the sweep file's `results`)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (a grid block's `device` wins)."),
+    force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Run a grid of teacher x strategy x student x bits x seeds; resumable, failures recorded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cmhbench.sweep import SweepExecutor, load_sweep
+    from cmhbench.sweep.execute import plan
+    from cmhbench.runner import Runner
+
+    registry = _registry()
+    spec = load_sweep(grid, registry, results_dir=results, device=device)
+    if dry_run:
+        groups, skipped, failures = plan(spec, Runner(registry), force)
+        todo = sum(len(g) for g in groups)
+        stdout.print(f"{spec.name}: {len(spec.runs)} runs, {skipped} stored, {todo} to run in {len(groups)} teacher groups, "
+                     f"{len(failures)} cannot start; results in {spec.results_dir}", highlight=False)
+        for outcome in failures:
+            stdout.print(f"  cannot start: {outcome.request.dataset} {outcome.request.teacher}: {outcome.error}", highlight=False)
+        return
+    progress = Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=stderr, disable=quiet, transient=False,
+    )
+    task = progress.add_task(spec.name, total=len(spec.runs))
+
+    def update(report, running: int) -> None:
+        finished = report.skipped + report.done + len(report.failed)
+        left = report.total - finished
+        progress.update(
+            task, completed=finished,
+            description=f"{spec.name}: done {report.done} · stored {report.skipped} · running {running} · "
+            f"failed {len(report.failed)} · left {left}",
+        )
+
+    executor = SweepExecutor(registry, engine=engine, jobs=jobs, address=address, cpus_per_run=cpus_per_run,
+                             gpus_per_run=gpus_per_run, on_update=update)
+    with progress:
+        report = executor.run(spec, force=force)
+    stdout.print(
+        f"{spec.name}: {report.done} done, {report.skipped} already stored, {len(report.failed)} failed "
+        f"of {report.total} runs in {report.seconds:.1f} s ({engine}, jobs {jobs}); results in {spec.results_dir}",
+        highlight=False,
+    )
+    for failure in report.failed:
+        stdout.print(f"  failed: {failure['run']}: {failure['error']}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

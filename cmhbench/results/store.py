@@ -103,7 +103,7 @@ class ResultStore:
         if not self.root.is_dir():
             return
         for path in sorted(self.root.rglob("*.json")):
-            if path.name.startswith(".") or path.name.endswith(".error.json"):
+            if any(part.startswith(".") for part in path.relative_to(self.root).parts) or path.name.endswith(".error.json"):
                 continue
             yield path, load_result(path)
 

@@ -1,0 +1,197 @@
+"""Sweep files: a grid of runs in TOML (or YAML), expanded to one :class:`RunRequest` per run.
+
+    name = "wiki"
+    results = "results"                 # relative to the sweep file; --results overrides
+
+    [defaults]                          # inherited by every grid block
+    datasets = ["wiki"]
+    bits = [16, 32, 64]
+    seeds = [0, 1, 2]
+
+    [data_dirs]                         # per dataset; $VARS expand, relative paths are from the file
+    wiki = "$CMHBENCH_DATA/wiki"
+
+    [[grid]]                            # the cartesian product of its lists
+    teachers = ["djsrh"]
+    strategies = ["ukd", "labels"]
+    students = ["dcmh"]
+    [grid.set]                          # hyperparameter grid: a list is one axis of the product
+    "student.epochs" = [100, 150]
+
+A block's ``teachers`` default to ``["none"]``, ``strategies`` to ``["ukd"]``, ``students`` to
+``["dcmh"]``; a strategy that uses no teacher is paired with teacher ``none`` only, and with
+``students = ["none"]`` the strategies are ignored. Identical runs from several blocks run once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from cmhbench.errors import ConfigError, DataError
+from cmhbench.registry import Registry
+from cmhbench.runner import NONE, RunRequest, resolve_pipeline
+
+BLOCK_KEYS = {"datasets", "teachers", "strategies", "students", "bits", "seeds", "set", "device"}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep: its name, where results go, and the runs (one code length each)."""
+
+    name: str
+    results_dir: Path
+    runs: tuple[RunRequest, ...]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"sweep file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use TOML") from None
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a valid sweep file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - yaml's own errors
+        raise ConfigError(f"{path}: not a valid sweep file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a sweep file holds a table of settings")
+    return data
+
+
+def _list(block: dict, key: str, default: Any, where: str) -> list:
+    value = block.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: give {key}")
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{where}: {key} is empty")
+    return values
+
+
+def _set_grid(block: dict, where: str) -> list[tuple[tuple[str, str], ...]]:
+    table = block.get("set", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: 'set' must be a table of hyperparameter = value or [values]")
+    axes = []
+    for key, value in table.items():
+        values = value if isinstance(value, list) else [value]
+        axes.append([(str(key), _as_text(v)) for v in values])
+    return [tuple(combo) for combo in itertools.product(*axes)] if axes else [()]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = None, device: str = "auto") -> Sweep:
+    """Parse and expand a sweep file; every name and override is validated before anything runs."""
+    path = Path(path)
+    data = _read(path)
+    unknown = set(data) - {"name", "results", "defaults", "data_dirs", "grid"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    defaults = data.get("defaults", {})
+    blocks = data.get("grid", [])
+    if not isinstance(blocks, list) or not blocks:
+        raise ConfigError(f"{path}: give at least one [[grid]] block")
+    raw_dirs = data.get("data_dirs", {})
+    data_dirs = {name: _resolve_dir(path, value) for name, value in raw_dirs.items() if name in _datasets_used(defaults, blocks)}
+    results = Path(results_dir) if results_dir else _resolve_dir(path, data.get("results", "results"))
+
+    runs: dict[RunRequest, None] = {}
+    for number, block in enumerate(blocks, start=1):
+        used_keys: set[str] = set()
+        where = f"{path} [[grid]] #{number}"
+        bad = set(block) - BLOCK_KEYS
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
+        merged = {**defaults, **block}
+        for dataset, teacher, strategy, student, bits, seed, overrides in itertools.product(
+            _list(merged, "datasets", None, where),
+            _list(merged, "teachers", [NONE], where),
+            _list(merged, "strategies", ["ukd"], where),
+            _list(merged, "students", ["dcmh"], where),
+            _list(merged, "bits", None, where),
+            _list(merged, "seeds", [0], where),
+            _set_grid(merged, where),
+        ):
+            if student == NONE:
+                strategy = "ukd"  # unused; keeps requests for the teacher alone identical across blocks
+            if not isinstance(bits, int) or bits <= 0:
+                raise ConfigError(f"{where}: bits must be positive integers, got {bits!r}")
+            if student != NONE and teacher != NONE and not registry.method("strategy", strategy).uses_teacher:
+                continue  # e.g. labels with a teacher: the teacher-free run comes from teachers = ["none"]
+            if student != NONE and teacher == NONE and registry.method("strategy", strategy).uses_teacher:
+                continue
+            methods = _chosen(registry, str(teacher), str(strategy), str(student))
+            applicable = tuple((k, v) for k, v in overrides if _applies(k, methods))
+            used_keys.update(k for k, _ in applicable)
+            request = RunRequest(
+                teacher=str(teacher), strategy=str(strategy), student=str(student), dataset=str(dataset),
+                data_dir=data_dirs.get(str(dataset)), bits=(bits,), seed=int(seed),
+                device=str(merged.get("device", device)), results_dir=results, overrides=applicable,
+            )
+            runs[request] = None
+        for key, _ in _set_grid(merged, where)[0]:
+            if key not in used_keys:
+                raise ConfigError(f"{where}: --set {key} applies to no run of this block (check its role, method or name)")
+    checked: set = set()
+    for request in runs:
+        marker = (request.teacher, request.strategy, request.student, request.dataset, request.overrides)
+        if marker not in checked:
+            registry.datasets.get(request.dataset)
+            resolve_pipeline(request, registry)
+            checked.add(marker)
+    return Sweep(name=str(data.get("name", path.stem)), results_dir=results, runs=tuple(runs))
+
+
+def _chosen(registry: Registry, teacher: str, strategy: str, student: str) -> dict[str, Any]:
+    """Role -> MethodSpec of the methods a run uses."""
+    chosen = {}
+    if teacher != NONE:
+        chosen["teacher"] = registry.method("teacher", teacher)
+    if student != NONE:
+        chosen["strategy"] = registry.method("strategy", strategy)
+        chosen["student"] = registry.method("student", student)
+    return chosen
+
+
+def _applies(key: str, methods: dict[str, Any]) -> bool:
+    """Whether a ``--set`` key addresses one of a run's methods (by role, method name or field)."""
+    prefix, dot, _ = key.partition(".")
+    if dot:
+        return any(prefix in (role, spec.name) for role, spec in methods.items())
+    return any(key in {f.name for f in dataclasses.fields(spec.config)} for spec in methods.values())
+
+
+def _datasets_used(defaults: dict, blocks: list) -> set[str]:
+    used = set()
+    for block in blocks:
+        value = block.get("datasets", defaults.get("datasets", []))
+        used.update(value if isinstance(value, list) else [value])
+    return used
+
+
+def _resolve_dir(sweep_path: Path, value: str) -> Path:
+    expanded = os.path.expandvars(str(value))
+    if "$" in expanded:
+        raise ConfigError(f"{sweep_path}: {value!r} names an environment variable that is not set")
+    candidate = Path(expanded).expanduser()
+    return candidate if candidate.is_absolute() else (sweep_path.parent / candidate)
