@@ -290,6 +290,81 @@ def sweep(
         raise typer.Exit(1)
 
 
+def _write_board_files(board, out: Path, formats: list[str], top: int, curve_bits: Optional[int]) -> list[Path]:
+    from cmhbench.leaderboard.plots import all_figures, inline_svg
+    from cmhbench.leaderboard.render import to_csv, to_html, to_markdown
+    from cmhbench.results.store import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out / f"leaderboard.{fmt}"
+        if fmt == "md":
+            atomic_write_text(path, to_markdown(board))
+        elif fmt == "csv":
+            atomic_write_text(path, to_csv(board))
+        else:
+            figures = all_figures(board, out / "plots", top=top, curve_bits=curve_bits)
+            atomic_write_text(path, to_html(board, {k: inline_svg(v) for k, v in figures.items()}))
+        written.append(path)
+    return written
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    results: Path = typer.Option(Path("results"), "--results", help="Result store folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only this dataset (default: each stored one)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Pick one protocol when results hold several."),
+    bits: Optional[str] = typer.Option(None, "--bits", "-b", help="Comma-separated code lengths to show."),
+    metric: str = typer.Option("map", "--metric", help="map, map@50, map@500, map_tie_aware, p@100, ..."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, csv or html (comma-separated for several)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write files under OUT/<dataset>/ instead of printing."),
+    top: int = typer.Option(10, "--top", help="Rows drawn in the plots (html)."),
+) -> None:
+    """Pivot stored results into the standard table: one row per pipeline, i2t/t2i x bits, mean ± std over seeds."""
+    from cmhbench.leaderboard import build_leaderboards
+    from cmhbench.leaderboard.render import to_csv, to_markdown
+
+    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("md", "csv", "html")]
+    if bad or not formats:
+        raise ConfigError(f"--format must be md, csv or html, got {fmt!r}")
+    if "html" in formats and out is None:
+        raise ConfigError("--format html writes a page with figures: give --out DIR")
+    boards = build_leaderboards(results, dataset=dataset, protocol=protocol,
+                                bits=_int_list(bits, "--bits") if bits else None, metric=metric, with_curves=out is not None)
+    for board in boards:
+        if out is None:
+            for f in formats:
+                print(to_markdown(board) if f == "md" else to_csv(board), end="")
+            continue
+        for path in _write_board_files(board, out / board.dataset, formats, top, None):
+            stdout.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def plot(
+    results: Path = typer.Option(Path("results"), "--results", help="Result store folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only this dataset (default: each stored one)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Pick one protocol when results hold several."),
+    metric: str = typer.Option("map", "--metric", help="Metric of the code-length plot."),
+    bits: Optional[int] = typer.Option(None, "--bits", "-b", help="Code length of the PR and P@K curves (default: the middle one)."),
+    top: int = typer.Option(10, "--top", help="How many of the best rows to draw (upper bounds are always drawn)."),
+    out: Path = typer.Option(Path("plots"), "--out", "-o", help="Folder for the PNG and SVG files."),
+) -> None:
+    """Draw mAP vs code length, precision-recall and precision@K curves from stored results."""
+    from cmhbench.leaderboard import build_leaderboards
+    from cmhbench.leaderboard.plots import all_figures
+
+    for board in build_leaderboards(results, dataset=dataset, protocol=protocol, metric=metric, with_curves=True):
+        if bits is not None and bits not in board.bits:
+            raise ConfigError(f"no {board.dataset} results at {bits} bits (stored: {', '.join(map(str, board.bits))})")
+        for caption, svg in all_figures(board, out / board.dataset, top=top, curve_bits=bits).items():
+            stdout.print(f"{caption}: {svg} (+ .png)", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
