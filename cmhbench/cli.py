@@ -319,7 +319,7 @@ def leaderboard(
     bits: Optional[str] = typer.Option(None, "--bits", "-b", help="Comma-separated code lengths to show."),
     metric: str = typer.Option("map", "--metric", help="map, map@50, map@500, map_tie_aware, p@100, ..."),
     fmt: str = typer.Option("md", "--format", "-f", help="md, csv or html (comma-separated for several)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write files under OUT/<dataset>/ instead of printing."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write files to OUT (with --dataset) or OUT/<dataset>/ instead of printing."),
     top: int = typer.Option(10, "--top", help="Rows drawn in the plots (html)."),
 ) -> None:
     """Pivot stored results into the standard table: one row per pipeline, i2t/t2i x bits, mean ± std over seeds."""
@@ -339,7 +339,8 @@ def leaderboard(
             for f in formats:
                 print(to_markdown(board) if f == "md" else to_csv(board), end="")
             continue
-        for path in _write_board_files(board, out / board.dataset, formats, top, None):
+        target = out if dataset else out / board.dataset
+        for path in _write_board_files(board, target, formats, top, None):
             stdout.print(f"wrote {path}", highlight=False)
 
 
