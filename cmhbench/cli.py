@@ -257,8 +257,10 @@ def sweep(
         todo = sum(len(g) for g in groups)
         stdout.print(f"{spec.name}: {len(spec.runs)} runs, {skipped} stored, {todo} to run in {len(groups)} teacher groups, "
                      f"{len(failures)} cannot start; results in {spec.results_dir}", highlight=False)
-        for outcome in failures:
-            stdout.print(f"  cannot start: {outcome.request.dataset} {outcome.request.teacher}: {outcome.error}", highlight=False)
+        from collections import Counter
+
+        for error, count in Counter(f"{o.request.dataset}: {o.error}" for o in failures).items():
+            stdout.print(f"  cannot start ({count} runs): {error}", highlight=False)
         return
     progress = Progress(
         TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

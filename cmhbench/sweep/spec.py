@@ -8,7 +8,8 @@
     bits = [16, 32, 64]
     seeds = [0, 1, 2]
 
-    [data_dirs]                         # per dataset; $VARS expand, relative paths are from the file
+    [data_dirs]                         # per dataset; $VARS expand (relative to the working folder),
+                                        # other relative paths are relative to the sweep file
     wiki = "$CMHBENCH_DATA/wiki"
 
     [[grid]]                            # the cartesian product of its lists
@@ -194,4 +195,6 @@ def _resolve_dir(sweep_path: Path, value: str) -> Path:
     if "$" in expanded:
         raise ConfigError(f"{sweep_path}: {value!r} names an environment variable that is not set")
     candidate = Path(expanded).expanduser()
-    return candidate if candidate.is_absolute() else (sweep_path.parent / candidate)
+    if candidate.is_absolute() or "$" in str(value):
+        return candidate  # a path taken from the environment is relative to where the sweep runs
+    return sweep_path.parent / candidate
