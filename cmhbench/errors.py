@@ -25,6 +25,10 @@ class ConfigError(CmhbenchError):
     """A hyperparameter override or option that does not validate."""
 
 
+class DownloadError(CmhbenchError):
+    """A download failed: no network, an unreachable address, or a checksum that does not match."""
+
+
 class PluginError(CmhbenchError):
     """A plugin failed to load, to register, or raised while it ran."""
 
