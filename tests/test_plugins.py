@@ -34,7 +34,9 @@ def test_autoload_switch_leaves_only_core_datasets(monkeypatch):
     monkeypatch.setenv("CMHBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
     registry = get_registry()
     assert list(registry.teachers) == [] and list(registry.students) == []
-    assert set(registry.datasets) == {"synthetic", "wiki"}
+    assert set(registry.datasets) == {
+        "synthetic", "wiki", "mirflickr25k", "nus-wide-tc10", "nus-wide-tc21", "iapr-tc12", "mscoco", "raw"
+    }
 
 
 def test_named_plugins_load_even_with_autoload_off(monkeypatch):

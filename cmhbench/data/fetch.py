@@ -151,6 +151,17 @@ def fetch(source: Source, dest_dir: Path, sha256: Optional[str] = None, verify: 
             "or --no-verify to accept it unchecked (its checksum is printed)"
         )
     dest_dir = Path(dest_dir)
+    created = not dest_dir.exists()
+    try:
+        return _fetch_files(source, dest_dir, sha256, verify, opener, progress)
+    except BaseException:
+        if created and dest_dir.is_dir() and not any(dest_dir.iterdir()):
+            dest_dir.rmdir()
+        raise
+
+
+def _fetch_files(source: Source, dest_dir: Path, sha256: Optional[str], verify: bool, opener: Opener,
+                 progress: Progress) -> list[tuple[Path, str, str]]:
     out = []
     for remote in source.files:
         expected = (sha256 or remote.sha256) if verify else None

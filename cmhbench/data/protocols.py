@@ -80,11 +80,17 @@ class ResolvedProtocol:
     params: dict
     id: str
 
+    @property
+    def needed_items(self) -> int:
+        """The fewest items the sizes fit in."""
+        p = self.params
+        return p["query"] + max(p.get("train") or 0, p.get("database") or 0, 1)
+
     def splits(self, labels: np.ndarray) -> Splits:
         """Apply the rule to a dataset with multi-hot ``labels`` ``(n, c)``; checks the sizes fit."""
         n = int(labels.shape[0])
         p = self.params
-        needed = p["query"] + max(p.get("train") or 0, p.get("database") or 0, 1)
+        needed = self.needed_items
         if n < needed:
             parts = [f"{p['query']} queries"] + [f"{p[k]} {k}" for k in ("database", "train") if p.get(k)]
             raise DataError(
