@@ -73,13 +73,15 @@ def _chunks(response) -> Iterator[bytes]:
         yield chunk
 
 
-def download(url: str, dest: Path, sha256: Optional[str], opener: Opener = urllib.request.urlopen,
+def download(url: str, dest: Path, sha256: Optional[str], opener: Optional[Opener] = None,
              progress: Progress = NullProgress()) -> str:
     """Download ``url`` to ``dest`` atomically; returns the file's SHA-256.
 
     With ``sha256`` given, a different checksum raises :class:`DownloadError` and writes nothing.
-    Network failures raise :class:`DownloadError` with one line naming the address.
+    Network failures raise :class:`DownloadError` with one line naming the address. ``opener``
+    defaults to ``urllib.request.urlopen`` (looked up when called).
     """
+    opener = opener or urllib.request.urlopen
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -137,7 +139,7 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
 
 
 def fetch(source: Source, dest_dir: Path, sha256: Optional[str] = None, verify: bool = True,
-          opener: Opener = urllib.request.urlopen, progress: Progress = NullProgress()) -> list[tuple[Path, str, str]]:
+          opener: Optional[Opener] = None, progress: Progress = NullProgress()) -> list[tuple[Path, str, str]]:
     """Download every file of ``source`` into ``dest_dir``; returns ``(path, sha256, status)`` per file.
 
     ``status`` is ``downloaded`` or ``present`` (a file already there with the right checksum).
@@ -160,7 +162,7 @@ def fetch(source: Source, dest_dir: Path, sha256: Optional[str] = None, verify: 
         raise
 
 
-def _fetch_files(source: Source, dest_dir: Path, sha256: Optional[str], verify: bool, opener: Opener,
+def _fetch_files(source: Source, dest_dir: Path, sha256: Optional[str], verify: bool, opener: Optional[Opener],
                  progress: Progress) -> list[tuple[Path, str, str]]:
     out = []
     for remote in source.files:
