@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from cmhbench.config import config_hash, config_to_dict, resolve_config
-from cmhbench.data.dataset import CrossModalData
+from cmhbench.data.dataset import CrossModalData, RawData
 from cmhbench.environment import environment
 from cmhbench.errors import CmhbenchError, ConfigError, PluginError
 from cmhbench.evaluation.codes import sign_codes
 from cmhbench.evaluation.crossmodal import CodeSet, evaluate_code_set
 from cmhbench.evaluation.metrics import DEFAULT_PRECISION_AT, DEFAULT_TOPK, resolve_device
+from cmhbench.features.extract import FeatureRequest, materialize
 from cmhbench.interfaces import Modality, NullProgress, PairedFeatures, Progress, RunContext, Supervision
 from cmhbench.registry import MethodSpec, Registry
 from cmhbench.results.store import SCHEMA_VERSION, ResultStore, RunKey
@@ -38,7 +39,13 @@ ROLES = ("teacher", "strategy", "student")
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What ``cmhbench run`` asks for. ``teacher``/``student`` may be ``"none"``."""
+    """What ``cmhbench run`` asks for. ``teacher``/``student`` may be ``"none"``.
+
+    ``protocol`` selects a split protocol (``NAME[:key=value,...]``, see
+    :mod:`cmhbench.data.protocols`; None: the dataset's default). ``features`` says how raw images
+    and texts become features; an ``image_encoder`` there also makes datasets stored both ways
+    use their pixels.
+    """
 
     teacher: str
     strategy: str = "ukd"
@@ -51,6 +58,8 @@ class RunRequest:
     results_dir: Path = Path("results")
     overrides: tuple[tuple[str, str], ...] = ()
     force: bool = False
+    protocol: Optional[str] = None
+    features: FeatureRequest = FeatureRequest()
     topk: tuple[int, ...] = DEFAULT_TOPK
     precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT
 
@@ -214,7 +223,14 @@ class Runner:
                 raise ConfigError(f"--bits: code length must be positive, got {bits}")
         pipeline = resolve_pipeline(request, self.registry)
         dataset_spec = self.registry.datasets.get(request.dataset)
-        data = dataset_spec.load(request.data_dir)
+        loaded = dataset_spec.open(request.data_dir, request.protocol, raw=request.features.image_encoder is not None)
+        if isinstance(loaded, RawData):
+            features = dataclasses.replace(request.features, device=request.device)
+            data, extractions = materialize(loaded, features, self.progress)
+            for e in extractions:
+                self.log(f"{e.modality} features: {e.encoder}, {e.items} x {e.dim}, {e.status}")
+        else:
+            data = loaded
         return pipeline, data, resolve_device(request.device)
 
     def run(

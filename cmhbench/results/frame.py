@@ -12,9 +12,11 @@ KEY_COLUMNS = ("dataset", "protocol", "teacher", "strategy", "student", "bits", 
 
 
 def results_frame(root: Path) -> pd.DataFrame:
-    """Columns: the run key, ``synthetic``, ``revision``, ``direction``, ``metric``, ``value``, ``path``.
+    """Columns: the run key, ``synthetic``, ``revision``, ``split_checksum``, ``direction``, ``metric``,
+    ``value``, ``path``.
 
-    Only scalar metrics are included (curves stay in the JSON files).
+    Only scalar metrics are included (curves stay in the JSON files). ``protocol`` and
+    ``split_checksum`` are columns so that a table never pools results of different splits.
     """
     rows = []
     for path, result in ResultStore(root).iter_results():
@@ -22,9 +24,10 @@ def results_frame(root: Path) -> pd.DataFrame:
         base = {c: key[c] for c in KEY_COLUMNS}
         base["synthetic"] = bool(result["dataset"].get("synthetic", False))
         base["revision"] = result["dataset"].get("revision", "")
+        base["split_checksum"] = result["dataset"].get("split_checksum", "")
         for direction, metrics in result["metrics"].items():
             for metric, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     rows.append({**base, "direction": direction, "metric": metric, "value": float(value), "path": str(path)})
-    columns = [*KEY_COLUMNS, "synthetic", "revision", "direction", "metric", "value", "path"]
+    columns = [*KEY_COLUMNS, "synthetic", "revision", "split_checksum", "direction", "metric", "value", "path"]
     return pd.DataFrame(rows, columns=columns)
