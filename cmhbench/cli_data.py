@@ -246,16 +246,7 @@ def features_extract(
     from cmhbench.progress import RichProgress
 
     spec = registry().datasets.get(dataset)
-    protocol = EXTRACTION_PROTOCOL if spec.protocol_aware else None
-    try:
-        loaded = spec.open(data_dir, protocol, raw=True)
-    except CmhbenchError as exc:
-        if spec.load_raw is None:
-            raise
-        try:  # no pixel layout: say so if the folder holds features instead
-            loaded = spec.open(data_dir, protocol)
-        except CmhbenchError:
-            raise exc from None
+    loaded = spec.open(data_dir, EXTRACTION_PROTOCOL if spec.protocol_aware else None, raw=True)
     if not isinstance(loaded, RawData):
         layout = loaded.details.get("layout", "")
         raise ConfigError(f"dataset {dataset!r} in {loaded.origin} holds features already"

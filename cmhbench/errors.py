@@ -21,6 +21,10 @@ class DataError(CmhbenchError):
     """A missing, unreadable or malformed data or codes file."""
 
 
+class FilesNotFoundError(DataError):
+    """None of a dataset's file layouts is complete in the folders looked in."""
+
+
 class ConfigError(CmhbenchError):
     """A hyperparameter override or option that does not validate."""
 

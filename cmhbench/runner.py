@@ -231,6 +231,8 @@ class Runner:
                 self.log(f"{e.modality} features: {e.encoder}, {e.items} x {e.dim}, {e.status}")
         else:
             data = loaded
+            if request.features.image_encoder is not None:
+                self.log(f"{data.name}: the files hold image features already; --image-encoder is not used")
         return pipeline, data, resolve_device(request.device)
 
     def run(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cmh_files import mir_arrays, write_mirflickr
+from cmh_files import mir_arrays, pascal_subset, write_mirflickr, write_raw_folder
 from cmhbench.cli import app
 from cmhbench.results.frame import results_frame
 from test_cli import FAST, assert_one_line_error
@@ -96,3 +96,24 @@ def test_data_info_json_on_a_folder(tmp_path):
     assert table.exit_code == 0 and "files found" in table.output and "vgg (complete)" in table.output
     listing = json.loads(runner.invoke(app, ["data", "list", "--json"]).output)
     assert {d["name"]: d["default_protocol"] for d in listing}["nus-wide-tc10"] == "djsrh"
+
+
+def test_run_on_a_raw_folder_with_its_own_split(tmp_path, shared_data):
+    write_raw_folder(tmp_path / "raw", pascal_subset(shared_data, per_category=10, categories=4), 40,
+                     np.random.default_rng(4), split=True)
+    res = runner.invoke(app, ["run", "--teacher", "djsrh", "--dataset", "raw", "--data-dir", str(tmp_path / "raw"), *PIXELS,
+                              "--text-encoder", "bow", "--feature-cache", str(tmp_path / "cache"), "--bits", "8",
+                              "--results", str(tmp_path / "results"), "-q", *FAST])
+    assert res.exit_code == 0, res.output
+    ds = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())["dataset"]
+    assert ds["protocol"] == "given" and ds["split_sizes"] == {"query": 8, "database": 32, "train": 32}
+    assert ds["classes"] == 4 and ds["details"]["features"]["text"]["kind"] == "bow"
+
+
+def test_image_encoder_on_a_features_folder_says_it_is_unused(tmp_path):
+    write_mirflickr(tmp_path / "data", "vgg", "v5", mir_arrays(np.random.default_rng(5)))
+    res = runner.invoke(app, ["run", "--teacher", "djsrh", "--student", "none", "--dataset", "mirflickr25k",
+                              "--data-dir", str(tmp_path / "data"), "--protocol", SMALL, *PIXELS, "--bits", "8",
+                              "--results", str(tmp_path / "results"), "-q", *FAST[:4]])
+    assert res.exit_code == 0, res.output
+    assert "the files hold image features already; --image-encoder is not used" in res.output

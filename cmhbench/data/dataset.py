@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
-from cmhbench.errors import DataError
+from cmhbench.errors import DataError, FilesNotFoundError
 
 
 @dataclass(frozen=True)
@@ -248,8 +248,20 @@ class DatasetSpec:
     protocol_aware: bool = False
 
     def open(self, data_dir: Optional[Path] = None, protocol: Optional[str] = None, raw: bool = False) -> Loaded:
-        """Load the dataset under ``protocol`` (None: its default); ``raw`` prefers pixel layouts."""
-        loader = self.load_raw if raw and self.load_raw is not None else self.load
+        """Load the dataset under ``protocol`` (None: its default); ``raw`` prefers pixel layouts and
+        falls back to the other layouts when no pixel files are there (a broken pixel file is an
+        error, not a reason to fall back)."""
+        if raw and self.load_raw is not None:
+            try:
+                return self._open_with(self.load_raw, data_dir, protocol)
+            except FilesNotFoundError as pixel_error:
+                try:
+                    return self._open_with(self.load, data_dir, protocol)
+                except FilesNotFoundError:
+                    raise pixel_error from None
+        return self._open_with(self.load, data_dir, protocol)
+
+    def _open_with(self, loader: Callable, data_dir: Optional[Path], protocol: Optional[str]) -> Loaded:
         if protocol is None:
             return loader(data_dir)
         if self.protocol_aware:

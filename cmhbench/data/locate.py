@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from cmhbench.errors import DataError
+from cmhbench.errors import DataError, FilesNotFoundError
 
 DATA_ENV = "CMHBENCH_DATA"
 
@@ -70,15 +70,15 @@ def find_layout(
 ) -> tuple[FileLayout, dict[str, Path]]:
     """The first of ``layouts`` (in order) complete in one of :func:`candidate_dirs`, with its files.
 
-    Raises a :class:`DataError` that names every layout it tried and every folder it looked in.
+    Raises a :class:`FilesNotFoundError` that names every layout it tried and every folder it looked in.
     """
     dirs = candidate_dirs(data_dir, subdir)
     wanted = "; or ".join(" + ".join(layout.files) for layout in layouts)
     if not dirs:
-        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} (looking for {wanted})")
+        raise FilesNotFoundError(f"no data directory: pass --data-dir or set {DATA_ENV} (looking for {wanted})")
     for layout in layouts:
         for d in dirs:
             found = layout.match(d)
             if found is not None:
                 return layout, found
-    raise DataError(f"none of the file layouts found in {', '.join(str(d) for d in dirs)} (looking for {wanted})")
+    raise FilesNotFoundError(f"none of the file layouts found in {', '.join(str(d) for d in dirs)} (looking for {wanted})")
