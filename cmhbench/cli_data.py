@@ -67,19 +67,35 @@ def _looked(spec, data_dir: Optional[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _protocol_rows(spec, labels) -> list[dict[str, Any]]:
+def _split_row(splits, default: bool) -> dict[str, Any]:
+    return {"protocol": splits.protocol, "sizes": splits.sizes(), "seed": splits.seed, "checksum": splits.checksum(),
+            "default": default}
+
+
+def _protocol_rows(spec, data_dir: Optional[Path], labels) -> list[dict[str, Any]]:
+    """The default split, then every named protocol with this dataset's sizes (or why it does not fit)."""
     from cmhbench.data.protocols import PROTOCOLS, resolve
 
     rows = []
+    if spec.protocol_aware and spec.default_protocol in PROTOCOLS:
+        resolved = resolve(spec.default_protocol, spec.protocol_params)
+        if labels.shape[0] < resolved.needed_items:
+            rows.append({"protocol": resolved.id, "error": f"needs >= {resolved.needed_items} items", "default": True})
+        else:
+            rows.append(_split_row(resolved.splits(labels), True))
+    else:
+        try:
+            rows.append(_split_row(spec.open(data_dir).splits, True))
+        except CmhbenchError as exc:
+            rows.append({"protocol": spec.default_protocol, "error": " ".join(str(exc).split()), "default": True})
     for name in PROTOCOLS:
         resolved = resolve(name, spec.protocol_params)
-        default = name == spec.default_protocol
-        if labels.shape[0] < resolved.needed_items:
-            rows.append({"protocol": resolved.id, "error": f"needs >= {resolved.needed_items} items", "default": default})
+        if resolved.id == rows[0]["protocol"]:
             continue
-        splits = resolved.splits(labels)
-        rows.append({"protocol": resolved.id, "sizes": splits.sizes(), "seed": splits.seed,
-                     "checksum": splits.checksum(), "default": default})
+        if labels.shape[0] < resolved.needed_items:
+            rows.append({"protocol": resolved.id, "error": f"needs >= {resolved.needed_items} items", "default": False})
+        else:
+            rows.append(_split_row(resolved.splits(labels), False))
     return rows
 
 
@@ -110,12 +126,7 @@ def dataset_info(name: str, data_dir: Optional[Path]) -> dict[str, Any]:
     else:
         summary.update(image_dim=int(loaded.image.shape[1]), text_dim=int(loaded.text.shape[1]), revision=loaded.revision)
     info["loaded"] = summary
-    if spec.protocol_aware:
-        info["protocols"] = _protocol_rows(spec, loaded.labels)
-    else:
-        splits = spec.open(data_dir).splits
-        info["protocols"] = [{"protocol": splits.protocol, "sizes": splits.sizes(), "seed": splits.seed,
-                              "checksum": splits.checksum(), "default": True}]
+    info["protocols"] = _protocol_rows(spec, data_dir, loaded.labels)
     return info
 
 
@@ -168,12 +179,13 @@ def data_info(
         if details:
             stdout.print("details: " + ", ".join(f"{k}={v}" for k, v in details.items()), highlight=False)
         protocols = Table(title="split protocols", title_justify="left")
-        for col in ("protocol", "query", "database", "train", "seed", "checksum"):
+        for col in ("protocol", "query", "database", "train", "seed"):
             protocols.add_column(col)
+        protocols.add_column("checksum or note", min_width=16, overflow="fold")
         for row in info.get("protocols", []):
             name_cell = row["protocol"] + (" (default)" if row.get("default") else "")
             if "error" in row:
-                protocols.add_row(name_cell, "-", "-", "-", row["error"], "")
+                protocols.add_row(name_cell, "-", "-", "-", "-", row["error"])
             else:
                 sizes = row["sizes"]
                 protocols.add_row(name_cell, str(sizes["query"]), str(sizes["database"]), str(sizes["train"]),
