@@ -56,6 +56,7 @@ def captions(data_root: Path, limit: int) -> list[str]:
 
 
 def main() -> None:
+    """Parse the options, time each batch size and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=default_model(), help="sentence-transformers name or folder")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("CMHBENCH_DATA", "../shared/data")))

@@ -52,9 +52,11 @@ def data_list(as_json: bool = typer.Option(False, "--json", help="Print JSON ins
     stdout.print(table)
 
 
-def _looked(spec, data_dir: Optional[Path]) -> list[dict[str, Any]]:
+def _looked(spec, data_dir: Optional[Path], checksums: bool = False) -> list[dict[str, Any]]:
+    from cmhbench.data.fetch import sha256_of
     from cmhbench.data.locate import candidate_dirs
 
+    published = {f.sha256: src.name for src in spec.sources for f in src.files if f.sha256}
     out = []
     for folder in candidate_dirs(data_dir, spec.subdir or spec.name):
         for layout in spec.layouts:
@@ -63,6 +65,10 @@ def _looked(spec, data_dir: Optional[Path]) -> list[dict[str, Any]]:
                 hits = sorted(folder.glob(pattern)) if "*" in pattern else [folder / pattern]
                 hits = [h for h in hits if h.is_file()]
                 files[pattern] = [{"path": str(h), "bytes": h.stat().st_size} for h in hits]
+                if checksums:
+                    for hit in files[pattern]:
+                        hit["sha256"] = sha256_of(Path(hit["path"]))
+                        hit["matches_source"] = published.get(hit["sha256"])
             out.append({"folder": str(folder), "layout": layout.name, "complete": all(files.values()), "files": files})
     return out
 
@@ -99,12 +105,12 @@ def _protocol_rows(spec, data_dir: Optional[Path], labels) -> list[dict[str, Any
     return rows
 
 
-def dataset_info(name: str, data_dir: Optional[Path]) -> dict[str, Any]:
-    """Everything ``cmhbench data info`` shows, as a JSON-ready dict."""
+def dataset_info(name: str, data_dir: Optional[Path], checksums: bool = False) -> dict[str, Any]:
+    """Everything ``cmhbench data info`` shows, as a JSON-ready dict (file SHA-256s with ``checksums``)."""
     from cmhbench.data.dataset import RawData
 
     spec = registry().datasets.get(name)
-    info: dict[str, Any] = {**spec.metadata(), "looked": _looked(spec, data_dir) if spec.layouts else []}
+    info: dict[str, Any] = {**spec.metadata(), "looked": _looked(spec, data_dir, checksums) if spec.layouts else []}
     info["sources"] = [
         {"name": src.name, "note": src.note,
          "files": [{"name": f.name, "url": f.url, "sha256": f.sha256} for f in src.files]}
@@ -135,10 +141,11 @@ def dataset_info(name: str, data_dir: Optional[Path]) -> dict[str, Any]:
 def data_info(
     name: str = typer.Argument(..., help="Dataset name (see `cmhbench data list`)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder holding the dataset's files."),
+    checksums: bool = typer.Option(False, "--checksums", help="Also hash every file found (SHA-256; slow on GBs)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Expected files, where they were looked for, sizes, splits per protocol and checksums."""
-    info = dataset_info(name, data_dir)
+    info = dataset_info(name, data_dir, checksums)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
@@ -156,11 +163,15 @@ def data_info(
         found = [(e, h) for e in info["looked"] for hits in e["files"].values() for h in hits]
         if found:
             looked = Table(title="files found", title_justify="left")
-            for col in ("layout", "file", "size"):
+            for col in ("layout", "file", "size") + (("sha256",) if checksums else ()):
                 looked.add_column(col, overflow="fold")
             for entry, hit in found:
-                looked.add_row(entry["layout"] + (" (complete)" if entry["complete"] else " (incomplete)"), hit["path"],
-                               _human(hit["bytes"]))
+                cells = [entry["layout"] + (" (complete)" if entry["complete"] else " (incomplete)"), hit["path"],
+                         _human(hit["bytes"])]
+                if checksums:
+                    source = hit["matches_source"]
+                    cells.append(hit["sha256"] + (f" (= source {source})" if source else ""))
+                looked.add_row(*cells)
             stdout.print(looked)
         else:
             stdout.print("no file of any layout found there", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import urllib.error
 import zipfile
 
@@ -86,6 +87,9 @@ def test_cli_fetch_wiki_then_load(tmp_path, local_wiki_source):
     assert len(load_wiki(tmp_path / "wiki")) == 2866
     again = runner.invoke(app, ["data", "fetch", "wiki", "--dest", str(tmp_path / "wiki"), "-q"])
     assert again.exit_code == 0 and "present" in again.output
+    info = json.loads(runner.invoke(app, ["data", "info", "wiki", "--data-dir", str(tmp_path / "wiki"), "--checksums", "--json"]).output)
+    (hit,) = [h for e in info["looked"] for hits in e["files"].values() for h in hits]
+    assert hit["sha256"] == WIKI.sources[0].files[0].sha256 and hit["matches_source"] == "bmc-sdnu"
 
 
 def test_cli_fetch_offline_and_bad_requests(tmp_path, monkeypatch):

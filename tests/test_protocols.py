@@ -105,3 +105,4 @@ def test_any_protocol_applies_to_a_dataset_with_a_file_split(shared_data):
     data = spec.open(shared_data / "wiki", protocol="djsrh:query=200,train=1000")
     assert data.splits.protocol == "djsrh-query200-train1000" and data.splits.sizes()["query"] == 200
     assert spec.open(shared_data / "wiki").splits.protocol == "wiki"
+    assert spec.open(shared_data / "wiki", protocol="wiki").splits.protocol == "wiki"  # its own split, by name

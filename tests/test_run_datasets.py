@@ -95,6 +95,7 @@ def test_data_info_json_on_a_folder(tmp_path):
     table = runner.invoke(app, ["data", "info", "mirflickr25k", "--data-dir", str(tmp_path)])
     assert table.exit_code == 0 and "files found" in table.output and "vgg (complete)" in table.output
     listing = json.loads(runner.invoke(app, ["data", "list", "--json"]).output)
+    assert {d["name"]: d["default_protocol"] for d in listing}["mirflickr25k"] == "dcmh"
     assert {d["name"]: d["default_protocol"] for d in listing}["nus-wide-tc10"] == "djsrh"
 
 

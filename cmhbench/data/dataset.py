@@ -262,11 +262,12 @@ class DatasetSpec:
         return self._open_with(self.load, data_dir, protocol)
 
     def _open_with(self, loader: Callable, data_dir: Optional[Path], protocol: Optional[str]) -> Loaded:
-        if protocol is None:
-            return loader(data_dir)
+        from cmhbench.data.protocols import PROTOCOLS, resolve
+
+        if protocol is None or (protocol == self.default_protocol and protocol not in PROTOCOLS):
+            return loader(data_dir)  # the default, possibly a split the files define (wiki)
         if self.protocol_aware:
             return loader(data_dir, protocol=protocol)
-        from cmhbench.data.protocols import resolve
 
         data = loader(data_dir)
         return data.with_splits(resolve(protocol, self.protocol_params).splits(data.labels))
