@@ -6,18 +6,15 @@ set ``CMHBENCH_DEBUG=1`` to see the traceback of an unexpected failure.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cmhbench.errors import CmhbenchError, ConfigError
+from cmhbench.cli_support import KINDS, registry as _registry, stderr, stdout, user_errors
+from cmhbench.errors import ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -25,39 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Cross-modal hashing benchmark: unsupervised teachers, distillation strategies, supervised students.",
 )
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
-KINDS = ("teachers", "strategies", "students", "datasets")
-
-
-def _fail(message: str, code: int) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report :class:`CmhbenchError` (and any unexpected exception) as one line and an exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except CmhbenchError as exc:
-            if os.environ.get("CMHBENCH_DEBUG"):
-                raise
-            _fail(_one_line(str(exc)), exc.exit_code)
-        except Exception as exc:  # noqa: BLE001
-            if os.environ.get("CMHBENCH_DEBUG"):
-                raise
-            _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (set CMHBENCH_DEBUG=1 for a traceback)", 1)
-
-    return wrapper
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "(no message)"
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -75,12 +39,6 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _registry():
-    from cmhbench.plugins import get_registry
-
-    return get_registry()
-
-
 @app.command()
 @user_errors
 def run(
@@ -96,9 +54,21 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="Hyperparameter override key=value (or role.key=value); repeatable."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="Split protocol NAME[:query=N,train=N,database=N,seed=N] (dcmh, djsrh, ukd, ucch, dadh); default: the dataset's."
+    ),
+    image_encoder: Optional[str] = typer.Option(
+        None, "--image-encoder", help="timm model for raw images (default vgg19.tv_in1k); also prefers a dataset's pixel files."
+    ),
+    image_weights: str = typer.Option("pretrained", "--image-weights", help="pretrained (timm's source), random, or a checkpoint file."),
+    text_encoder: Optional[str] = typer.Option(
+        None, "--text-encoder", help="sentence-transformers name or folder, or bow[:min=N], for raw texts."
+    ),
+    feature_cache: Optional[Path] = typer.Option(None, "--feature-cache", help="Feature cache folder (default $CMHBENCH_CACHE or ~/.cache/cmhbench)."),
 ) -> None:
     """Train a teacher, distil it into a student and evaluate both retrieval directions per code length."""
     from cmhbench.config import parse_assignments
+    from cmhbench.features.extract import FeatureRequest
     from cmhbench.progress import RichProgress
     from cmhbench.runner import RunRequest, Runner, parse_bits
 
@@ -114,6 +84,10 @@ def run(
         results_dir=results,
         overrides=tuple(parse_assignments(set_)),
         force=force,
+        protocol=protocol,
+        features=FeatureRequest(
+            image_encoder=image_encoder, image_weights=image_weights, text_encoder=text_encoder, cache_dir=feature_cache
+        ),
     )
     progress = RichProgress(stderr, enabled=not quiet)
     runner = Runner(_registry(), progress=progress, log=lambda msg: stderr.print(msg, highlight=False))
@@ -366,6 +340,12 @@ def plot(
             raise ConfigError(f"no {board.dataset} results at {bits} bits (stored: {', '.join(map(str, board.bits))})")
         for caption, svg in all_figures(board, out / board.dataset, top=top, curve_bits=bits).items():
             stdout.print(f"{caption}: {svg} (+ .png)", highlight=False)
+
+
+from cmhbench.cli_data import data_app, features_app  # noqa: E402 - sub-commands register on import
+
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 
 
 def main() -> None:

@@ -21,8 +21,16 @@ class DataError(CmhbenchError):
     """A missing, unreadable or malformed data or codes file."""
 
 
+class FilesNotFoundError(DataError):
+    """None of a dataset's file layouts is complete in the folders looked in."""
+
+
 class ConfigError(CmhbenchError):
     """A hyperparameter override or option that does not validate."""
+
+
+class DownloadError(CmhbenchError):
+    """A download failed: no network, an unreachable address, or a checksum that does not match."""
 
 
 class PluginError(CmhbenchError):

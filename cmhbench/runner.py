@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from cmhbench.config import config_hash, config_to_dict, resolve_config
-from cmhbench.data.dataset import CrossModalData
+from cmhbench.data.dataset import CrossModalData, RawData
 from cmhbench.environment import environment
 from cmhbench.errors import CmhbenchError, ConfigError, PluginError
 from cmhbench.evaluation.codes import sign_codes
 from cmhbench.evaluation.crossmodal import CodeSet, evaluate_code_set
 from cmhbench.evaluation.metrics import DEFAULT_PRECISION_AT, DEFAULT_TOPK, resolve_device
+from cmhbench.features.extract import FeatureRequest, materialize
 from cmhbench.interfaces import Modality, NullProgress, PairedFeatures, Progress, RunContext, Supervision
 from cmhbench.registry import MethodSpec, Registry
 from cmhbench.results.store import SCHEMA_VERSION, ResultStore, RunKey
@@ -38,7 +39,13 @@ ROLES = ("teacher", "strategy", "student")
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What ``cmhbench run`` asks for. ``teacher``/``student`` may be ``"none"``."""
+    """What ``cmhbench run`` asks for. ``teacher``/``student`` may be ``"none"``.
+
+    ``protocol`` selects a split protocol (``NAME[:key=value,...]``, see
+    :mod:`cmhbench.data.protocols`; None: the dataset's default). ``features`` says how raw images
+    and texts become features; an ``image_encoder`` there also makes datasets stored both ways
+    use their pixels.
+    """
 
     teacher: str
     strategy: str = "ukd"
@@ -51,6 +58,8 @@ class RunRequest:
     results_dir: Path = Path("results")
     overrides: tuple[tuple[str, str], ...] = ()
     force: bool = False
+    protocol: Optional[str] = None
+    features: FeatureRequest = FeatureRequest()
     topk: tuple[int, ...] = DEFAULT_TOPK
     precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT
 
@@ -220,10 +229,21 @@ class Runner:
         return pipeline, self.load_data(request), resolve_device(request.device)
 
     def load_data(self, request: RunRequest) -> CrossModalData:
-        """The request's dataset, loaded once per runner."""
-        cache_key = (request.dataset, str(request.data_dir))
+        """The request's dataset under its protocol (features extracted when asked), loaded once
+        per runner."""
+        cache_key = (request.dataset, str(request.data_dir), request.protocol, request.features)
         if cache_key not in self._data_cache:
-            data = self.registry.datasets.get(request.dataset).load(request.data_dir)
+            dataset_spec = self.registry.datasets.get(request.dataset)
+            loaded = dataset_spec.open(request.data_dir, request.protocol, raw=request.features.image_encoder is not None)
+            if isinstance(loaded, RawData):
+                features = dataclasses.replace(request.features, device=request.device)
+                data, extractions = materialize(loaded, features, self.progress)
+                for e in extractions:
+                    self.log(f"{e.modality} features: {e.encoder}, {e.items} x {e.dim}, {e.status}")
+            else:
+                data = loaded
+                if request.features.image_encoder is not None:
+                    self.log(f"{data.name}: the files hold image features already; --image-encoder is not used")
             self._data_cache[cache_key] = (data, {})
         return self._data_cache[cache_key][0]
 

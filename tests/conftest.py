@@ -16,7 +16,7 @@ DATA_ENV = "CMHBENCH_DATA"
 def data_root() -> Path | None:
     """``$CMHBENCH_DATA`` if it is set and exists."""
     value = os.environ.get(DATA_ENV)
-    return Path(value) if value and Path(value).is_dir() else None
+    return Path(value).resolve() if value and Path(value).is_dir() else None
 
 
 @pytest.fixture

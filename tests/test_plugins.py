@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +35,9 @@ def test_autoload_switch_leaves_only_core_datasets(monkeypatch):
     monkeypatch.setenv("CMHBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
     registry = get_registry()
     assert list(registry.teachers) == [] and list(registry.students) == []
-    assert set(registry.datasets) == {"synthetic", "wiki"}
+    assert set(registry.datasets) == {
+        "synthetic", "wiki", "mirflickr25k", "nus-wide-tc10", "nus-wide-tc21", "iapr-tc12", "mscoco", "raw"
+    }
 
 
 def test_named_plugins_load_even_with_autoload_off(monkeypatch):
@@ -109,8 +112,15 @@ def test_plugin_raising_while_registering_is_named():
 
 
 def test_non_editable_wheel_ships_builtins_and_entry_points(tmp_path):
+    # Build from a clean copy: setuptools never empties build/, so stale files there would hide a
+    # package missing from pyproject's list.
+    src = tmp_path / "src"
+    for part in ("cmhbench", "plugins"):
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, src / part)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
         check=True,
         capture_output=True,
     )
@@ -120,6 +130,9 @@ def test_non_editable_wheel_ships_builtins_and_entry_points(tmp_path):
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     for module in ("teachers/djsrh.py", "strategies/ukd.py", "strategies/labels.py", "students/dcmh.py"):
         assert f"cmhbench_plugins/{module}" in names
+    # Every module of the harness is shipped (pyproject lists the packages one by one).
+    sources = {str(p.relative_to(ROOT)) for p in (ROOT / "cmhbench").rglob("*.py")}
+    assert sources <= names, sorted(sources - names)
     assert "djsrh = cmhbench_plugins.teachers.djsrh" in entry_points
     assert not any(n.startswith("plugins/") for n in names), "the generic name 'plugins' must not be installed"
 

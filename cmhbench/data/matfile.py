@@ -133,3 +133,39 @@ def as_multi_hot(name: str, arr: np.ndarray, n_items: int, class_ids: Iterable[i
     if not np.isin(values, (0, 1)).all():
         raise DataError(f"{name}: a label matrix must hold only 0 and 1 (found {values[:5].tolist()})")
     return np.ascontiguousarray(mat, dtype=np.uint8)
+
+
+def variable_shape(path: Path, name: str) -> tuple[int, ...]:
+    """The shape MATLAB shows for variable ``name`` of a MAT file of either version, without reading it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                if name not in f:
+                    raise DataError(f"{path}: variable(s) {name} not found (it holds {', '.join(sorted(f.keys()))})")
+                return tuple(f[name].shape)[::-1]
+        held = {w[0]: tuple(w[1]) for w in scipy.io.whosmat(str(path))}
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a readable MAT file, v5 or v7.3 ({type(exc).__name__}: {exc})") from None
+    if name not in held:
+        raise DataError(f"{path}: variable(s) {name} not found (it holds {', '.join(sorted(held)) or 'nothing'})")
+    return held[name]
+
+
+def check_nonnegative(name: str, arr: np.ndarray) -> np.ndarray:
+    """``arr`` unchanged; a bag-of-words or tag matrix with negative entries raises a :class:`DataError`."""
+    if arr.size and arr.min() < 0:
+        r, c = np.argwhere(arr < 0)[0]
+        raise DataError(f"{name}: a bag-of-words matrix must not hold negative values (first at item {r}, dimension {c})")
+    return arr
+
+
+def check_classes(name: str, labels: np.ndarray, expected: int | None) -> np.ndarray:
+    """``labels`` unchanged when they have ``expected`` columns (any number when None)."""
+    if expected is not None and labels.shape[1] != expected:
+        raise DataError(f"{name}: expected {expected} label columns, got {labels.shape[1]}")
+    return labels

@@ -96,4 +96,7 @@ SYNTHETIC = DatasetSpec(
     "512-d image and 1386-d binary tag features; for smoke runs, not for ranking methods",
     paper="(synthetic; no paper)",
     synthetic=True,
+    default_protocol="synthetic",
+    items=N_ITEMS,
+    classes=N_CLASSES,
 )

@@ -11,19 +11,19 @@ Files: ``wikiData.mat`` (MAT v5, items as rows, class ids 1..10) or ``wiki_data.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from cmhbench.data.dataset import CrossModalData, DatasetSpec, Splits
+from cmhbench.data.fetch import RemoteFile, Source
+from cmhbench.data.locate import FileLayout, find_file
 from cmhbench.data.matfile import as_features, as_multi_hot, common_item_count, read_mat
 from cmhbench.errors import DataError
 
 FILE_NAMES = ("wikiData.mat", "wiki_data.mat")
 VARIABLES = ("I_tr", "T_tr", "L_tr", "I_te", "T_te", "L_te")
-DATA_ENV = "CMHBENCH_DATA"
 CLASS_NAMES = ("art", "biology", "geography", "history", "literature", "media", "music", "royalty", "sport", "warfare")
 PAPER = (
     "Rasiwasia, Costa Pereira, Coviello, Doyle, Lanckriet, Levy, Vasconcelos. "
@@ -31,26 +31,25 @@ PAPER = (
 )
 
 
-def candidate_dirs(data_dir: Optional[Path], subdir: str) -> list[Path]:
-    """Where a dataset's files are looked for: ``data_dir`` itself (and its ``subdir``), else
-    ``$CMHBENCH_DATA/subdir``."""
-    if data_dir is not None:
-        return [Path(data_dir), Path(data_dir) / subdir]
-    env = os.environ.get(DATA_ENV)
-    return [Path(env) / subdir] if env else []
-
-
-def find_file(data_dir: Optional[Path], subdir: str, names: tuple[str, ...]) -> Path:
-    """The first of ``names`` found in :func:`candidate_dirs`; a :class:`DataError` lists where it looked."""
-    dirs = candidate_dirs(data_dir, subdir)
-    for d in dirs:
-        for name in names:
-            if (d / name).is_file():
-                return d / name
-    if not dirs:
-        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} (looking for {' or '.join(names)})")
-    where = ", ".join(str(d) for d in dirs)
-    raise DataError(f"{' or '.join(names)} not found in {where}")
+LAYOUTS = (
+    FileLayout("v5", ("wikiData.mat",), "I_tr 2173 x 128, T_tr 2173 x 10, L_tr class ids; I_te, T_te, L_te (693 items)"),
+    FileLayout("v73", ("wiki_data.mat",), "the same variables, MAT v7.3, items as columns, one-hot labels"),
+)
+SOURCES = (
+    Source(
+        "bmc-sdnu",
+        (
+            RemoteFile(
+                "https://raw.githubusercontent.com/BMC-SDNU/Cross-Modal-Retrieval/"
+                "453b561d98557171dc40d19a265d122252e5051a/Unsupervised%20cross-modal%20hashing/RFDH/wikiData.mat",
+                "wikiData.mat",
+                "65eb91876cf7df0547165271336dd068f10d1df7bf433969622338baf410413c",
+                1077135,
+            ),
+        ),
+        "wikiData.mat as copied in BMC-SDNU/Cross-Modal-Retrieval (RFDH), pinned to a commit",
+    ),
+)
 
 
 def _load_part(raw: dict[str, np.ndarray], suffix: str, class_ids: Optional[list[int]]) -> tuple[np.ndarray, ...]:
@@ -103,4 +102,10 @@ WIKI = DatasetSpec(
     "128-d SIFT BoVW images, 10-d LDA texts",
     paper=PAPER,
     files=FILE_NAMES,
+    subdir="wiki",
+    layouts=LAYOUTS,
+    default_protocol="wiki",
+    sources=SOURCES,
+    items=2866,
+    classes=10,
 )

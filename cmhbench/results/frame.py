@@ -12,10 +12,11 @@ KEY_COLUMNS = ("dataset", "protocol", "teacher", "strategy", "student", "bits", 
 
 
 def results_frame(root: Path) -> pd.DataFrame:
-    """Columns: the run key, ``synthetic``, ``revision``, ``split_checksum``, ``direction``,
-    ``metric``, ``value``, ``path``.
+    """Columns: the run key, ``synthetic``, ``revision``, ``split_checksum``, ``direction``, ``metric``,
+    ``value``, ``path``.
 
-    Only scalar metrics are included (curves stay in the JSON files).
+    Only scalar metrics are included (curves stay in the JSON files). ``protocol`` and
+    ``split_checksum`` are columns so that a table never pools results of different splits.
     """
     rows = []
     for path, result in ResultStore(root).iter_results():

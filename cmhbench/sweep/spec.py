@@ -5,6 +5,7 @@
 
     [defaults]                          # inherited by every grid block
     datasets = ["wiki"]
+    protocols = ["wiki"]                # optional: split protocols (default: each dataset's own)
     bits = [16, 32, 64]
     seeds = [0, 1, 2]
 
@@ -38,7 +39,7 @@ from cmhbench.errors import ConfigError, DataError
 from cmhbench.registry import Registry
 from cmhbench.runner import NONE, RunRequest, resolve_pipeline
 
-BLOCK_KEYS = {"datasets", "teachers", "strategies", "students", "bits", "seeds", "set", "device"}
+BLOCK_KEYS = {"datasets", "protocols", "teachers", "strategies", "students", "bits", "seeds", "set", "device"}
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,9 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
         if bad:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
         merged = {**defaults, **block}
-        for dataset, teacher, strategy, student, bits, seed, overrides in itertools.product(
+        for dataset, protocol, teacher, strategy, student, bits, seed, overrides in itertools.product(
             _list(merged, "datasets", None, where),
+            _list(merged, "protocols", [None], where),
             _list(merged, "teachers", [NONE], where),
             _list(merged, "strategies", ["ukd"], where),
             _list(merged, "students", ["dcmh"], where),
@@ -146,6 +148,7 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
             used_keys.update(k for k, _ in applicable)
             request = RunRequest(
                 teacher=str(teacher), strategy=str(strategy), student=str(student), dataset=str(dataset),
+                protocol=None if protocol is None else str(protocol),
                 data_dir=data_dirs.get(str(dataset)), bits=(bits,), seed=int(seed),
                 device=str(merged.get("device", device)), results_dir=results, overrides=applicable,
             )

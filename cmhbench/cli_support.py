@@ -1,0 +1,54 @@
+"""What every ``cmhbench`` sub-command shares: the consoles, one-line error reporting, the registry."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from cmhbench.errors import CmhbenchError
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+KINDS = ("teachers", "strategies", "students", "datasets")
+
+
+def _fail(message: str, code: int) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Report :class:`CmhbenchError` (and any unexpected exception) as one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except CmhbenchError as exc:
+            if os.environ.get("CMHBENCH_DEBUG"):
+                raise
+            _fail(_one_line(str(exc)), exc.exit_code)
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("CMHBENCH_DEBUG"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (set CMHBENCH_DEBUG=1 for a traceback)", 1)
+
+    return wrapper
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (white space runs become one space)."""
+    return " ".join(text.split()) or "(no message)"
+
+
+def registry():
+    """The registry of the current environment (imported late: ``--help`` stays fast)."""
+    from cmhbench.plugins import get_registry
+
+    return get_registry()
