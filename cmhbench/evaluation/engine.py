@@ -29,12 +29,18 @@ relevant counts; queries in chunks so memory stays bounded.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numba
 import numpy as np
 import torch
+
+# numba's OpenMP layer keeps its threads spinning beside torch's own OpenMP pool, which slowed
+# the next training steps of a run several-fold (measured); its portable work-queue layer does not.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 SCALE_BITS = 40
 SCALE = float(2**SCALE_BITS)
