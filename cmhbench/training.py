@@ -64,3 +64,24 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     """``(n, m)`` cosine similarities between the rows of ``a`` ``(n, d)`` and ``b`` ``(m, d)`` (``b = a`` if None)."""
     a_n = l2_normalize(a)
     return a_n @ (a_n if b is None else l2_normalize(b)).T
+
+
+@torch.no_grad()
+def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
+    """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
+    included), by Euclidean distance or cosine similarity; ties go to the lower index."""
+    z = features.double()
+    if metric == "cosine":
+        z = l2_normalize(z)
+    n = z.shape[0]
+    sq = (z * z).sum(1)
+    mask = torch.zeros(n, n, dtype=torch.bool, device=z.device)
+    for start in range(0, n, chunk):
+        block = z[start : start + chunk]
+        if metric == "cosine":
+            key = -(block @ z.T)
+        else:
+            key = (sq[start : start + chunk, None] - 2.0 * block @ z.T + sq[None, :]).clamp_(min=0.0)
+        order = torch.sort(key, dim=1, stable=True).indices[:, :k]
+        mask[start : start + chunk].scatter_(1, order, True)
+    return mask

@@ -6,39 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cmhbench.config import resolve_config
-from cmhbench.evaluation import retrieval_metrics
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
-from cmhbench.plugins import get_registry
-from cmhbench_plugins.strategies.ukd import knn_mask
+from cmhbench.interfaces import Modality, Supervision
+from cmhbench.training import knn_mask
+from method_helpers import build, cross_modal_map, paired
 from plugins_for_tests import load_tiny
-
-
-def build(kind, name, **overrides):
-    spec = get_registry().method(kind, name)
-    config = resolve_config(spec.config, {k: str(v) for k, v in overrides.items()}, owner=name)
-    return spec.build(config, RunContext(seed=11))
-
-
-def paired(data, split, labels=False):
-    idx = getattr(data.splits, split)
-    return PairedFeatures(
-        torch.from_numpy(data.image[idx]), torch.from_numpy(data.text[idx]),
-        torch.from_numpy(data.labels[idx].astype(np.float32)) if labels else None,
-    )
-
-
-def cross_modal_map(model, data):
-    q, db = paired(data, "query"), paired(data, "database")
-    ql, dl = data.labels[data.splits.query], data.labels[data.splits.database]
-    with torch.no_grad():
-        codes = {m: (model.encode(x.get(m), m)) for x in (q,) for m in (Modality.IMAGE, Modality.TEXT)}
-        db_codes = {m: (model.encode(db.get(m), m)) for m in (Modality.IMAGE, Modality.TEXT)}
-    for value in list(codes.values()) + list(db_codes.values()):
-        assert value.shape[1] == 16 and torch.isfinite(value).all()
-    i2t = retrieval_metrics(torch.sign(codes[Modality.IMAGE]), torch.sign(db_codes[Modality.TEXT]), ql, dl)["map"]
-    t2i = retrieval_metrics(torch.sign(codes[Modality.TEXT]), torch.sign(db_codes[Modality.IMAGE]), ql, dl)["map"]
-    return i2t, t2i
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])

@@ -39,7 +39,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
 from cmhbench.registry import MethodSpec
-from cmhbench.training import l2_normalize
+from cmhbench.training import knn_mask, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -50,26 +50,6 @@ class UKDConfig:
     k: int = hp(0, "neighbours per item and space (0: use k_fraction)", ge=0)
     k_fraction: float = hp(0.05, "neighbours as a fraction of the training pairs when k = 0", gt=0, le=1)
     metric: Literal["euclidean", "cosine"] = hp("euclidean", "distance between teacher outputs (official: euclidean)", choices=("euclidean", "cosine"))
-
-
-def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
-    """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
-    included), by Euclidean distance or cosine similarity; ties go to the lower index."""
-    z = features.double()
-    if metric == "cosine":
-        z = l2_normalize(z)
-    n = z.shape[0]
-    sq = (z * z).sum(1)
-    mask = torch.zeros(n, n, dtype=torch.bool, device=z.device)
-    for start in range(0, n, chunk):
-        block = z[start : start + chunk]
-        if metric == "cosine":
-            key = -(block @ z.T)
-        else:
-            key = (sq[start : start + chunk, None] - 2.0 * block @ z.T + sq[None, :]).clamp_(min=0.0)
-        order = torch.sort(key, dim=1, stable=True).indices[:, :k]
-        mask[start : start + chunk].scatter_(1, order, True)
-    return mask
 
 
 class UKDStrategy:
