@@ -1,0 +1,100 @@
+"""Strategy ``codes``: the teacher's own binary codes' Hamming affinity, the naive distillation baseline.
+
+The simplest thing a student could be taught: that two training pairs are as similar as the
+teacher's hash codes say. With ``B_I = sign(teacher.encode(images))`` and
+``B_T = sign(teacher.encode(texts))`` (``{-1,+1}``, ``sign(0) = +1`` as in the harness), each
+``(n, bits)``, the Hamming affinity of items i and j is the mean over the two modalities of the
+codes' normalised inner product, mapped to ``[0, 1]``:
+
+    A_ij = (1 + (<B_I,i, B_I,j> + <B_T,i, B_T,j>) / (2 bits)) / 2
+         = 1 - (hamming(B_I,i, B_I,j) + hamming(B_T,i, B_T,j)) / (2 bits).
+
+Only same-modality code pairs enter, so ``A`` is symmetric with ``A_ii = 1`` for any teacher
+(mixing in image-text code pairs would make the diagonal the teacher's own cross-modal agreement,
+below 1). ``mode = "graded"`` (default) hands ``S = A`` to the student, the teacher's full code
+geometry; ``mode = "binary"`` gives ``S_ij = 1[A_ij >= threshold]``, similar pairs being those whose
+codes agree on at least a ``threshold`` share of bits on average (default 0.75: Hamming distance at
+most a quarter of the bits; a fixed, conventional radius, not tuned). Either way ``S`` is
+symmetric, in ``[0, 1]``, with unit diagonal.
+
+Unlike ``ukd``, which reads the teacher's continuous outputs and keeps only each item's nearest
+neighbours, this strategy keeps everything the codes encode and nothing more; it is a reference
+point for what smarter distillation adds. No paper proposes it as a method; it is the
+"distil the binary codes" baseline implicit in unsupervised-KD work such as Hu et al., CVPR 2020.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from cmhbench.config import hp
+from cmhbench.hookspecs import hookimpl
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.registry import MethodSpec
+
+
+@dataclass(frozen=True)
+class CodesConfig:
+    """Codes strategy hyperparameters."""
+
+    mode: Literal["graded", "binary"] = hp(
+        "graded", "graded: S = Hamming affinity in [0,1]; binary: S = 1[affinity >= threshold]", choices=("graded", "binary")
+    )
+    threshold: float = hp(0.75, "binary mode: least mean share of agreeing bits for a similar pair", ge=0, le=1)
+
+
+def sign_codes(x: Tensor) -> Tensor:
+    """``(n, bits)`` float ``{-1, +1}`` codes of real ``x``, with ``sign(0) = +1`` as in the harness."""
+    return torch.where(x >= 0, 1.0, -1.0).to(torch.float32)
+
+
+def hamming_affinity(codes: list[Tensor]) -> Tensor:
+    """``(n, n)`` mean over the given ``(n, bits)`` ``{-1,+1}`` code matrices of ``(1 + <b_i, b_j>/bits)/2``,
+    i.e. the share of agreeing bits, averaged over the matrices (modalities)."""
+    total = sum(c @ c.T / c.shape[1] for c in codes)
+    return ((1.0 + total / len(codes)) / 2.0).clamp(0.0, 1.0)
+
+
+class CodesStrategy:
+    """Builds ``S`` from the teacher's own sign codes of the training pairs."""
+
+    def __init__(self, config: CodesConfig, ctx: RunContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    def distill(self, teacher: Optional[Teacher], train: PairedFeatures) -> Supervision:
+        """``(n, n)`` similarity over the training pairs from the teacher's image and text codes."""
+        if teacher is None:
+            raise ValueError("the codes strategy needs a teacher")
+        with torch.no_grad():
+            b_i = sign_codes(teacher.encode(train.image, Modality.IMAGE).float())
+            b_t = sign_codes(teacher.encode(train.text, Modality.TEXT).float())
+        a = hamming_affinity([b_i, b_t])
+        if self.config.mode == "binary":
+            s = (a >= self.config.threshold).float()
+            info = {"mode": "binary", "threshold": self.config.threshold, "similar_fraction": float(s.mean())}
+        else:
+            s = a
+            info = {"mode": "graded", "mean_similarity": float(s.mean())}
+        s.fill_diagonal_(1.0)  # already 1 up to rounding; exact for the students
+        return Supervision(similarity=s, info=info)
+
+
+@hookimpl
+def cmhbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
+    """Register the ``codes`` strategy."""
+    register(
+        MethodSpec(
+            name="codes",
+            kind="strategy",
+            build=CodesStrategy,
+            config=CodesConfig,
+            paper="Naive distillation baseline: the teacher's binary codes' Hamming affinity (cf. Hu, Xie, Hong, Tian, "
+            "Creating Something from Nothing: Unsupervised Knowledge Distillation for Cross-Modal Hashing, CVPR 2020).",
+            summary="S = share of agreeing bits of the teacher's sign codes (mean of image and text), graded or thresholded",
+        )
+    )
