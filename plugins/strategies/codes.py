@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from cmhbench.config import hp
+from cmhbench.evaluation.codes import sign_codes
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
 from cmhbench.registry import MethodSpec
@@ -45,11 +46,6 @@ class CodesConfig:
         "graded", "graded: S = Hamming affinity in [0,1]; binary: S = 1[affinity >= threshold]", choices=("graded", "binary")
     )
     threshold: float = hp(0.75, "binary mode: least mean share of agreeing bits for a similar pair", ge=0, le=1)
-
-
-def sign_codes(x: Tensor) -> Tensor:
-    """``(n, bits)`` float ``{-1, +1}`` codes of real ``x``, with ``sign(0) = +1`` as in the harness."""
-    return torch.where(x >= 0, 1.0, -1.0).to(torch.float32)
 
 
 def hamming_affinity(codes: list[Tensor]) -> Tensor:
@@ -71,8 +67,8 @@ class CodesStrategy:
         if teacher is None:
             raise ValueError("the codes strategy needs a teacher")
         with torch.no_grad():
-            b_i = sign_codes(teacher.encode(train.image, Modality.IMAGE).float())
-            b_t = sign_codes(teacher.encode(train.text, Modality.TEXT).float())
+            b_i = sign_codes(teacher.encode(train.image, Modality.IMAGE)).float()
+            b_t = sign_codes(teacher.encode(train.text, Modality.TEXT)).float()
         a = hamming_affinity([b_i, b_t])
         if self.config.mode == "binary":
             s = (a >= self.config.threshold).float()
