@@ -75,10 +75,17 @@ class DCMHConfig:
 class DCMH:
     """Image and text MLP heads trained with DCMH's alternating pairwise likelihood objective."""
 
+    name = "dcmh"
+
     def __init__(self, config: DCMHConfig, ctx: RunContext) -> None:
         self.config = config
         self.ctx = ctx
         self.heads: dict[Modality, torch.nn.Module] = {}
+
+    def build_heads(self, train: PairedFeatures, bits: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The image and text hash heads ``d -> hidden -> bits`` (subclasses swap the architecture)."""
+        c = self.config
+        return mlp(train.image.shape[1], [c.image_hidden], bits), mlp(train.text.shape[1], [c.text_hidden], bits)
 
     def _step(self, head, x, idx, other, similarity, buffer_self, codes, opt) -> None:
         c = self.config
@@ -104,8 +111,7 @@ class DCMH:
         dev = self.ctx.device
         n = len(train)
         s = supervision.similarity.to(dev, torch.float32)
-        image_head = mlp(train.image.shape[1], [c.image_hidden], bits).to(dev)
-        text_head = mlp(train.text.shape[1], [c.text_hidden], bits).to(dev)
+        image_head, text_head = (head.to(dev) for head in self.build_heads(train, bits))
         self.heads = {Modality.IMAGE: image_head, Modality.TEXT: text_head}
         gen = self.ctx.generator()
         f_buf = torch.randn(n, bits, generator=gen).to(dev)
@@ -117,7 +123,7 @@ class DCMH:
         schedule = np.linspace(c.lr_start, c.lr_end, c.epochs + 1)
         batch = min(c.batch_size, n)
         steps = max(1, n // batch)
-        for epoch in self.ctx.progress.track(range(c.epochs), c.epochs, f"dcmh {bits} bits"):
+        for epoch in self.ctx.progress.track(range(c.epochs), c.epochs, f"{self.name} {bits} bits"):
             for opt in (opt_i, opt_t):
                 for group in opt.param_groups:
                     group["lr"] = float(schedule[epoch])
