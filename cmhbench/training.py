@@ -85,3 +85,33 @@ def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4
         order = torch.sort(key, dim=1, stable=True).indices[:, :k]
         mask[start : start + chunk].scatter_(1, order, True)
     return mask
+
+
+def paired_mlp_heads(image_dim: int, text_dim: int, hidden: int, bits: int, device: torch.device) -> dict:
+    """``{Modality.IMAGE: d_image -> hidden -> bits, Modality.TEXT: d_text -> hidden -> bits}`` on ``device``.
+
+    The image head is built first, so a seeded run draws the same initial weights as before.
+    """
+    from cmhbench.interfaces import Modality
+
+    return {
+        Modality.IMAGE: mlp(image_dim, [hidden], bits).to(device),
+        Modality.TEXT: mlp(text_dim, [hidden], bits).to(device),
+    }
+
+
+def sgd_per_head(heads: dict, lrs: dict, momentum: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    """One SGD optimiser per head (in ``heads`` order), each with its own learning rate from ``lrs``."""
+    return [
+        torch.optim.SGD(head.parameters(), lr=lrs[m], momentum=momentum, weight_decay=weight_decay)
+        for m, head in heads.items()
+    ]
+
+
+def step(optimisers: Sequence[torch.optim.Optimizer], loss: Tensor) -> None:
+    """Zero every optimiser's gradients, back-propagate the scalar ``loss``, step every optimiser."""
+    for opt in optimisers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimisers:
+        opt.step()

@@ -54,7 +54,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.registry import MethodSpec
-from cmhbench.training import cosine_similarity_matrix, encode_in_batches, l2_normalize, minibatches, mlp
+from cmhbench.training import cosine_similarity_matrix, encode_in_batches, l2_normalize, minibatches, paired_mlp_heads, sgd_per_head, step
 
 
 @dataclass(frozen=True)
@@ -115,14 +115,9 @@ class DGCPN:
         n = len(train)
         k = c.k or max(1, round(c.k_fraction * n))
         target = dgcpn_similarity(train.image, train.text, c.alpha, c.gamma, k)
-        self.heads = {
-            Modality.IMAGE: mlp(train.image.shape[1], [c.hidden], bits).to(dev),
-            Modality.TEXT: mlp(train.text.shape[1], [c.hidden], bits).to(dev),
-        }
-        optimisers = [
-            torch.optim.SGD(self.heads[m].parameters(), lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
-            for m, lr in ((Modality.IMAGE, c.lr_image), (Modality.TEXT, c.lr_text))
-        ]
+        self.heads = paired_mlp_heads(train.image.shape[1], train.text.shape[1], c.hidden, bits, dev)
+        lrs = {Modality.IMAGE: c.lr_image, Modality.TEXT: c.lr_text}
+        optimisers = sgd_per_head(self.heads, lrs, c.momentum, c.weight_decay)
         gen = self.ctx.generator()
         for _ in self.ctx.progress.track(range(c.epochs), c.epochs, f"dgcpn {bits} bits"):
             for idx in minibatches(n, c.batch_size, gen, drop_last=True):
@@ -135,11 +130,7 @@ class DGCPN:
                     + c.lamb * half_binary_loss(h_i, h_i, s)
                     + c.lamb * half_binary_loss(h_t, h_t, s)
                 )
-                for opt in optimisers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in optimisers:
-                    opt.step()
+                step(optimisers, loss)
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, bits)`` ``tanh`` outputs (continuous; sign gives codes)."""

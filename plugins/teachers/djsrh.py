@@ -43,7 +43,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, l2_normalize, minibatches, mlp
+from cmhbench.training import encode_in_batches, l2_normalize, minibatches, paired_mlp_heads, sgd_per_head, step
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,9 @@ class DJSRH:
         """Train both heads for ``epochs`` passes of minibatch SGD."""
         c = self.config
         dev = self.ctx.device
-        self.heads = {
-            Modality.IMAGE: mlp(train.image.shape[1], [c.hidden], bits).to(dev),
-            Modality.TEXT: mlp(train.text.shape[1], [c.hidden], bits).to(dev),
-        }
-        optimisers = [
-            torch.optim.SGD(self.heads[m].parameters(), lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
-            for m, lr in ((Modality.IMAGE, c.lr_image), (Modality.TEXT, c.lr_text))
-        ]
+        self.heads = paired_mlp_heads(train.image.shape[1], train.text.shape[1], c.hidden, bits, dev)
+        lrs = {Modality.IMAGE: c.lr_image, Modality.TEXT: c.lr_text}
+        optimisers = sgd_per_head(self.heads, lrs, c.momentum, c.weight_decay)
         gen = self.ctx.generator()
         n = len(train)
         for epoch in self.ctx.progress.track(range(c.epochs), c.epochs, f"djsrh {bits} bits"):
@@ -111,11 +106,7 @@ class DJSRH:
                     + c.lambda1 * F.mse_loss(b_i @ b_i.T, target)
                     + c.lambda2 * F.mse_loss(b_t @ b_t.T, target)
                 )
-                for opt in optimisers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in optimisers:
-                    opt.step()
+                step(optimisers, loss)
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, bits)`` ``tanh(alpha h)`` outputs (continuous; sign gives codes)."""

@@ -64,7 +64,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, l2_normalize, minibatches, mlp
+from cmhbench.training import encode_in_batches, l2_normalize, minibatches, paired_mlp_heads, sgd_per_head, step
 
 
 @dataclass(frozen=True)
@@ -139,14 +139,9 @@ class JDSH:
         """Train both heads for ``epochs`` passes of minibatch SGD."""
         c = self.config
         dev = self.ctx.device
-        self.heads = {
-            Modality.IMAGE: mlp(train.image.shape[1], [c.hidden], bits).to(dev),
-            Modality.TEXT: mlp(train.text.shape[1], [c.hidden], bits).to(dev),
-        }
-        optimisers = [
-            torch.optim.SGD(self.heads[m].parameters(), lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
-            for m, lr in ((Modality.IMAGE, c.lr_image), (Modality.TEXT, c.lr_text))
-        ]
+        self.heads = paired_mlp_heads(train.image.shape[1], train.text.shape[1], c.hidden, bits, dev)
+        lrs = {Modality.IMAGE: c.lr_image, Modality.TEXT: c.lr_text}
+        optimisers = sgd_per_head(self.heads, lrs, c.momentum, c.weight_decay)
         gen = self.ctx.generator()
         n = len(train)
         for epoch in self.ctx.progress.track(range(c.epochs), c.epochs, f"jdsh {bits} bits"):
@@ -159,11 +154,7 @@ class JDSH:
                 b_i = torch.tanh(self.code_scale * self.heads[Modality.IMAGE](image))
                 b_t = torch.tanh(self.code_scale * self.heads[Modality.TEXT](text))
                 loss = self.loss(b_i, b_t, s)
-                for opt in optimisers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in optimisers:
-                    opt.step()
+                step(optimisers, loss)
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, bits)`` ``tanh(a h)`` outputs (continuous; sign gives codes)."""
