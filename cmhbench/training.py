@@ -115,3 +115,11 @@ def step(optimisers: Sequence[torch.optim.Optimizer], loss: Tensor) -> None:
     loss.backward()
     for opt in optimisers:
         opt.step()
+
+
+def bit_balance(out: Tensor, buffer: Tensor, idx: Tensor) -> Tensor:
+    """DCMH's bit-balance term ``||F^T 1||^2``: ``out`` ``(m, bits)`` are the batch rows ``idx`` of
+    the ``(n, bits)`` output ``buffer``; the other rows enter as constants. Returns a scalar."""
+    rest = torch.ones(buffer.shape[0], dtype=torch.bool, device=buffer.device)
+    rest[idx] = False
+    return (out.sum(0) + buffer[rest].sum(0)).pow(2).sum()

@@ -68,7 +68,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, minibatches, mlp
+from cmhbench.training import encode_in_batches, minibatches, mlp, step
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,7 @@ def _discriminator_step(dis: nn.Module, real: Tensor, fake: Tensor, gamma: float
         mix = (a * real + (1 - a) * fake).requires_grad_(True)
         grad = autograd.grad(dis(mix).sum(), mix, create_graph=True)[0]
         loss = loss + penalty * (grad.norm(dim=1) - 1).pow(2).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    step([opt], loss)
 
 
 class DADH:
@@ -219,9 +217,7 @@ class DADH:
                 quant = (b_i[idx] - o_i).pow(2).sum() + (b_t[idx] - o_t).pow(2).sum()
                 adv = sce_real(dis_f(f_t)) + sce_real(dis_h(torch.tanh(txt.hash(f_t.detach()))))
                 loss = c.alpha * triplet + c.beta * quant + c.gamma * adv
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                step([opt], loss)
             b_i = torch.sign(lab @ torch.cholesky_solve(lab.T @ b_i, chol) + c.mu * h_i)
             b_t = torch.sign(lab @ torch.cholesky_solve(lab.T @ b_t, chol) + c.mu * h_t)
             if epoch % 100 == 0:

@@ -54,7 +54,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, mlp
+from cmhbench.training import bit_balance, encode_in_batches, mlp, step
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,9 @@ class DCMH:
         # log(1 + exp(theta)) computed stably as softplus.
         log_likelihood = -(s * theta - F.softplus(theta)).sum()
         quantization = (codes[idx] - out).pow(2).sum()
-        rest = torch.ones(n, dtype=torch.bool, device=x.device)
-        rest[idx] = False
-        balance = (out.sum(0) + buffer_self[rest].sum(0)).pow(2).sum()
+        balance = bit_balance(out, buffer_self, idx)
         loss = (log_likelihood + c.gamma * quantization + c.eta * balance) / (n * len(idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step([opt], loss)
 
     def fit(self, train: PairedFeatures, supervision: Supervision, bits: int) -> None:
         """Alternate image-head, text-head and ``B`` updates for ``epochs`` epochs."""

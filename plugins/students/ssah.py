@@ -102,7 +102,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, mlp
+from cmhbench.training import bit_balance, encode_in_batches, mlp, step
 
 
 @dataclass(frozen=True)
@@ -209,9 +209,7 @@ class SSAH:
         if dis is not None and c.delta > 0:
             logit = dis(feat).squeeze(1)
             loss = loss + c.delta * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step([opt], loss)
 
     def fit(self, train: PairedFeatures, supervision: Supervision, bits: int) -> None:
         """Train LabNet, discriminators, ImgNet and TxtNet in turn for ``epochs`` epochs."""
@@ -291,14 +289,10 @@ class SSAH:
         c = self.config
         hsh = net(x[idx])[0]
         own_hash[idx] = hsh.detach()
-        rest = torch.ones(own_hash.shape[0], dtype=torch.bool, device=own_hash.device)
-        rest[idx] = False
-        balance = (hsh.sum(0) + own_hash[rest].sum(0)).pow(2).sum()
+        balance = bit_balance(hsh, own_hash, idx)
         loss = (c.gamma * pairwise_loss(s[idx], 0.5 * hsh @ other_hash.T, c.pairwise)
                 + c.beta * 0.5 * (torch.sign(hsh.detach()) - hsh).pow(2).sum() + c.balance * balance)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step([opt], loss)
 
     @staticmethod
     def _dis_step(lab_net, img_net, txt_net, dis_i, dis_t, train, labels, idx, opt) -> None:
@@ -310,9 +304,7 @@ class SSAH:
         l1, l2 = dis_i(fl).squeeze(1), dis_t(fl).squeeze(1)
         loss = (sce(li, torch.zeros_like(li)) + sce(lt, torch.zeros_like(lt))
                 + sce(l1, torch.ones_like(l1)) + sce(l2, torch.ones_like(l2))) / 4
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step([opt], loss)
 
     def _scale(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, d)`` standardised with the training statistics (identity if off)."""

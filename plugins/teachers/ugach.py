@@ -62,7 +62,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, knn_mask
+from cmhbench.training import encode_in_batches, knn_mask, step
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,7 @@ class UGACH:
     def _step(self, opt: torch.optim.Optimizer, loss: Tensor, base: float, kind: str) -> None:
         for group in opt.param_groups:
             group["lr"] = self._lr(base, kind)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step([opt], loss)
         self.steps[kind] += 1
 
     def fit(self, train: PairedFeatures, bits: int) -> None:
