@@ -156,6 +156,28 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=list))
 
 
+def default_config(spec: Any, dataset: Optional[str]) -> dict[str, Any]:
+    """A method's default hyperparameters on ``dataset`` (its ``dataset_defaults`` applied), as
+    :func:`config_to_dict` writes them."""
+    base = spec.dataset_defaults.get(dataset) if dataset is not None else None
+    return config_to_dict(resolve_config(spec.config, {}, owner=spec.name, base=base))
+
+
+def non_default_settings(configs: Mapping[str, Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``role.field -> value`` for every hyperparameter of ``configs`` (role -> resolved config
+    dict) that differs from ``defaults`` (role -> default config dict), in role and field order.
+
+    A field the defaults do not have (a method's config that has since changed) counts as
+    differing."""
+    out: dict[str, Any] = {}
+    for role, values in configs.items():
+        reference = defaults.get(role, {})
+        for key, value in values.items():
+            if key not in reference or json.dumps(reference[key]) != json.dumps(value):
+                out[f"{role}.{key}"] = value
+    return out
+
+
 def config_hash(payload: Any) -> str:
     """A short, stable hex digest of a JSON-serialisable payload (sorted keys)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from cmhbench.config import config_hash, config_to_dict, resolve_config
+from cmhbench.config import config_hash, config_to_dict, default_config, non_default_settings, resolve_config
 from cmhbench.data.dataset import CrossModalData, RawData
 from cmhbench.environment import environment
 from cmhbench.errors import CmhbenchError, ConfigError, PluginError
@@ -388,6 +388,10 @@ class Runner:
             },
             "teacher_reused": teacher_reused,
             "config": payload["config"],
+            "non_default": non_default_settings(
+                payload["config"],
+                {role: default_config(getattr(pipeline, role), request.dataset) for role in payload["config"]},
+            ),
             "evaluation": payload["evaluation"],
             "methods": {
                 role: {"name": spec.name, "paper": spec.paper, "code": spec.code, "source": spec.source, "version": spec.version}

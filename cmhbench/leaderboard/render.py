@@ -62,6 +62,11 @@ def header_lines(board: Leaderboard) -> list[str]:
         "Best label-free value per column in bold; the `labels` strategy is the supervised upper bound and is "
         "not ranked.",
     ]
+    if any(row.variant_label for row in board.rows):
+        lines.append(
+            "A row tagged [key=value, ...] ran with those settings instead of the methods' defaults (the official "
+            "settings or the documented departures); an untagged row ran at the defaults."
+        )
     if board.synthetic:
         lines.insert(0, "**SYNTHETIC DATA**: generated offline; these numbers show that pipelines run, not how methods rank.")
     return lines

@@ -110,22 +110,62 @@ def _one_group(frame: pd.DataFrame, dataset: str, protocol: Optional[str]) -> pd
     return part
 
 
-def _variant_labels(part: pd.DataFrame) -> dict[tuple, str]:
-    """For pipelines stored with several configurations, the settings that tell them apart."""
+def _variant_labels(part: pd.DataFrame, registry: Any = None) -> dict[tuple, str]:
+    """The settings tag of every (teacher, strategy, student, variant): its hyperparameters that
+    differ from the methods' defaults on the dataset, ``role.key=value`` joined by ``, ``;
+    empty for a run at the defaults.
+
+    Defaults are those of the methods as registered now (``registry``), so a row computed before
+    a default changed says so; a method not registered here falls back to the ``non_default``
+    record the run stored. Where two variants of a pipeline would get the same tag (they differ
+    elsewhere, e.g. in evaluation settings), the settings that tell them apart are added.
+    """
     labels: dict[tuple, str] = {}
     for pipeline, sub in part.groupby(["teacher", "strategy", "student"]):
-        variants = sorted(sub["variant"].unique())
-        if len(variants) < 2:
-            continue
-        configs = {}
-        for variant in variants:
+        settings: dict[str, dict[str, Any]] = {}
+        flat: dict[str, dict[str, Any]] = {}
+        for variant in sorted(sub["variant"].unique()):
             path = sub[sub["variant"] == variant]["path"].iloc[0]
-            configs[variant] = _flatten(json.loads(Path(path).read_text())["config"])
-        keys = sorted({k for c in configs.values() for k in c})
-        differing = [k for k in keys if len({json.dumps(c.get(k)) for c in configs.values()}) > 1]
-        for variant, config in configs.items():
-            labels[(*pipeline, variant)] = ", ".join(f"{k}={config.get(k)}" for k in differing)
+            result = json.loads(Path(path).read_text())
+            settings[variant] = _non_default(result, registry)
+            flat[variant] = {**_flatten(result["config"]), **{f"evaluation.{k}": v for k, v in result.get("evaluation", {}).items()}}
+        tags = {v: _tag(s) for v, s in settings.items()}
+        if len(set(tags.values())) < len(tags):
+            keys = sorted({k for c in flat.values() for k in c})
+            differing = [k for k in keys if len({json.dumps(c.get(k)) for c in flat.values()}) > 1]
+            for variant in tags:
+                extra = {k: flat[variant].get(k) for k in differing if k not in settings[variant]}
+                tags[variant] = _tag({**settings[variant], **extra})
+        for variant, tag in tags.items():
+            labels[(*pipeline, variant)] = tag
     return labels
+
+
+def _non_default(result: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """``role.key -> value`` of a stored run's settings that are not its methods' defaults."""
+    from cmhbench.config import default_config, non_default_settings
+
+    methods = result.get("methods", {})
+    if registry is not None:
+        try:
+            specs = {role: registry.method(role, info["name"]) for role, info in methods.items()}
+            defaults = {role: default_config(spec, result["key"]["dataset"]) for role, spec in specs.items()}
+            return non_default_settings(result["config"], defaults)
+        except Exception:  # noqa: BLE001 - a method or field this installation does not know
+            pass
+    return dict(result.get("non_default", {}))
+
+
+def _tag(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in settings.items())
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_value_text(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _flatten(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -165,8 +205,12 @@ def build_leaderboards(
     bits: Optional[Sequence[int]] = None,
     metric: str = "map",
     with_curves: bool = False,
+    registry: Any = None,
 ) -> list[Leaderboard]:
-    """One :class:`Leaderboard` per dataset found under ``results_dir`` (or just ``dataset``)."""
+    """One :class:`Leaderboard` per dataset found under ``results_dir`` (or just ``dataset``).
+
+    ``registry`` (the methods as installed) supplies the defaults that settings tags are measured
+    against; without it, each run's stored ``non_default`` record is used."""
     frame = results_frame(Path(results_dir))
     if frame.empty:
         raise DataError(f"no results under {results_dir}")
@@ -183,7 +227,7 @@ def build_leaderboards(
             part = part[part["bits"].isin(list(bits))]
             if part.empty:
                 raise DataError(f"no {name} results at {', '.join(map(str, bits))} bits")
-        labels = _variant_labels(part)
+        labels = _variant_labels(part, registry)
         chosen = part[part["metric"] == metric]
         rows = []
         for (teacher, strategy, student, variant), sub in chosen.groupby(["teacher", "strategy", "student", "variant"]):
