@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from cmhbench.errors import ConfigError, DownloadError
+from cmhbench.files import temp_beside
 from cmhbench.interfaces import NullProgress, Progress
 
 CHUNK = 1 << 20
@@ -83,8 +83,7 @@ def download(url: str, dest: Path, sha256: Optional[str], opener: Optional[Opene
     """
     opener = opener or urllib.request.urlopen
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    fd, tmp = temp_beside(dest, ".part")
     fh = os.fdopen(fd, "wb")
     h = hashlib.sha256()
     try:
@@ -126,7 +125,7 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
             names = [n for n in zf.namelist() if Path(n).name == member]
             if not names:
                 raise DownloadError(f"{archive}: the archive holds no {member}")
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            fd, tmp = temp_beside(dest, ".part")
             try:
                 with zf.open(names[0]) as src, os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)

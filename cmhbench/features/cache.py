@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 import cmhbench
+from cmhbench.files import temp_beside
 
 CACHE_ENV = "CMHBENCH_CACHE"
 KEY = "features"
@@ -60,8 +60,7 @@ class FeatureCache:
         """Write ``features`` ``(n, d)`` float32 with ``metadata`` (JSON-able values) atomically."""
         from safetensors.numpy import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(path)
         os.close(fd)
         meta = {k: json.dumps(v) for k, v in {**metadata, "cmhbench": cmhbench.__version__}.items()}
         try:

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cmhbench.files import atomic_open  # noqa: E402
 from cmhbench.leaderboard.render import DIRECTION_TEXT, metric_text  # noqa: E402
 from cmhbench.leaderboard.table import DIRECTIONS, Leaderboard, Row  # noqa: E402
 
@@ -31,8 +32,10 @@ def _lines(board: Leaderboard, top: int) -> list[Row]:
 def _save(fig, out_dir: Path, stem: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
-    fig.savefig(png, metadata={"Software": None}, bbox_inches="tight")
-    fig.savefig(svg, metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    with atomic_open(png, binary=True, fsync=False) as fh:
+        fig.savefig(fh, format="png", metadata={"Software": None}, bbox_inches="tight")
+    with atomic_open(svg, binary=True, fsync=False) as fh:
+        fig.savefig(fh, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     plt.close(fig)
     return png, svg
 

@@ -10,14 +10,13 @@ the run is complete, and an existing one is skipped unless forced.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from cmhbench.errors import DataError
 from cmhbench.evaluation.crossmodal import CodeSet
+from cmhbench.files import atomic_open
 
 SCHEMA_VERSION = 1
 
@@ -51,18 +50,10 @@ class RunKey:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename
+    (usual file mode: 0666 less the umask)."""
+    with atomic_open(path) as fh:
+        fh.write(text)
 
 
 class ResultStore:
