@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cmhbench.cli_support import registry, stderr, stdout, user_errors
-from cmhbench.errors import CmhbenchError, ConfigError
+from cmhbench.errors import CmhbenchError, ConfigError, DataError
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: what they are, where their files are, how to fetch them.")
 features_app = typer.Typer(no_args_is_help=True, help="Turn raw images and texts into cached features.")
@@ -148,6 +148,9 @@ def data_info(
     info = dataset_info(name, data_dir, checksums)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
+        loaded = info.get("loaded")
+        if loaded and "error" in loaded:
+            raise DataError(f"{info['name']}: the files found cannot be loaded: {loaded['error']}")
         return
     stdout.print(f"[bold]{info['name']}[/]: {info['description']}", highlight=False)
     stdout.print(f"paper: {info['paper']}", highlight=False)
@@ -163,16 +166,18 @@ def data_info(
         found = [(e, h) for e in info["looked"] for hits in e["files"].values() for h in hits]
         if found:
             looked = Table(title="files found", title_justify="left")
-            for col in ("layout", "file", "size") + (("sha256",) if checksums else ()):
+            for col in ("layout", "file", "size"):
                 looked.add_column(col, overflow="fold")
             for entry, hit in found:
-                cells = [entry["layout"] + (" (complete)" if entry["complete"] else " (incomplete)"), hit["path"],
-                         _human(hit["bytes"])]
-                if checksums:
-                    source = hit["matches_source"]
-                    cells.append(hit["sha256"] + (f" (= source {source})" if source else ""))
-                looked.add_row(*cells)
+                looked.add_row(entry["layout"] + (" (complete)" if entry["complete"] else " (incomplete)"), hit["path"],
+                               _human(hit["bytes"]))
             stdout.print(looked)
+            if checksums:  # plain lines: a checksum or path folded over two lines cannot be copied
+                stdout.print("sha256 of the files found:", highlight=False)
+                for hit in dict((h["path"], h) for _, h in found).values():
+                    source = hit["matches_source"]
+                    stdout.print(f"  {hit['sha256']}  {hit['path']}" + (f"  (= source {source})" if source else ""),
+                                 highlight=False, markup=False)
         else:
             stdout.print("no file of any layout found there", highlight=False)
     elif not info["layouts"]:
@@ -202,16 +207,17 @@ def data_info(
                 protocols.add_row(name_cell, str(sizes["query"]), str(sizes["database"]), str(sizes["train"]),
                                   str(row["seed"]) if row["seed"] is not None else "-", row["checksum"])
         stdout.print(protocols)
-    sources = Table(title="fetch sources (cmhbench data fetch)", title_justify="left")
-    for col in ("source", "file", "url", "sha256"):
-        sources.add_column(col, overflow="fold")
-    for src in info["sources"]:
-        for f in src["files"]:
-            sources.add_row(src["name"], f["name"], f["url"], f["sha256"] or "not published")
     if info["sources"]:
-        stdout.print(sources)
+        stdout.print(f"fetch sources (`cmhbench data fetch {info['name']} [--source NAME]`):", highlight=False, markup=False)
+        for src in info["sources"]:
+            stdout.print(f"  {src['name']}" + (f": {src['note']}" if src.get("note") else ""), highlight=False, markup=False)
+            for f in src["files"]:  # one unwrapped line each, so that they can be copied
+                stdout.print(f"    {f['name']}  url {f['url']}", highlight=False, markup=False)
+                stdout.print(f"    {f['name']}  sha256 {f['sha256'] or 'not published'}", highlight=False, markup=False)
     else:
         stdout.print("fetch: no public address cmhbench can download from; place the files by hand", highlight=False)
+    if loaded and "error" in loaded:
+        raise DataError(f"{info['name']}: the files found cannot be loaded: {loaded['error']}")
 
 
 @data_app.command("fetch")

@@ -250,7 +250,21 @@ class DatasetSpec:
     def open(self, data_dir: Optional[Path] = None, protocol: Optional[str] = None, raw: bool = False) -> Loaded:
         """Load the dataset under ``protocol`` (None: its default); ``raw`` prefers pixel layouts and
         falls back to the other layouts when no pixel files are there (a broken pixel file is an
-        error, not a reason to fall back)."""
+        error, not a reason to fall back). Missing files raise a :class:`FilesNotFoundError` that
+        says how to get them."""
+        try:
+            return self._open(data_dir, protocol, raw)
+        except FilesNotFoundError as exc:
+            raise FilesNotFoundError(f"{exc}; {self.how_to_get()}") from None
+
+    def how_to_get(self) -> str:
+        """One sentence on how to obtain the dataset's files."""
+        if self.sources:
+            return f"`cmhbench data fetch {self.name}` downloads them (`cmhbench data info {self.name}` lists the files)"
+        return (f"`cmhbench data info {self.name}` lists the files it needs; they have no public address "
+                f"`cmhbench data fetch` can download from, so place them by hand")
+
+    def _open(self, data_dir: Optional[Path], protocol: Optional[str], raw: bool) -> Loaded:
         if raw and self.load_raw is not None:
             try:
                 return self._open_with(self.load_raw, data_dir, protocol)

@@ -60,9 +60,9 @@ def find_file(data_dir: Optional[Path], subdir: str, names: tuple[str, ...]) -> 
             if (d / name).is_file():
                 return d / name
     if not dirs:
-        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} (looking for {' or '.join(names)})")
+        raise FilesNotFoundError(f"no data directory: pass --data-dir or set {DATA_ENV} (looking for {' or '.join(names)})")
     where = ", ".join(str(d) for d in dirs)
-    raise DataError(f"{' or '.join(names)} not found in {where}")
+    raise FilesNotFoundError(f"{' or '.join(names)} not found in {where}")
 
 
 def find_layout(

@@ -9,8 +9,6 @@ within one modality.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -86,8 +84,11 @@ class CodeSet:
     def load(cls, path: Path) -> "CodeSet":
         """Read a code set from an ``.npz`` file; bad files raise :class:`DataError` naming the problem."""
         path = Path(path)
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; give a codes .npz file (a run stores one per result, *.codes.npz)")
         if not path.is_file():
             raise DataError(f"codes file not found: {path}")
+        _check_npz_magic(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -111,16 +112,37 @@ class CodeSet:
 
     def save(self, path: Path) -> None:
         """Write atomically as a compressed ``.npz`` (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        from cmhbench.files import atomic_open
+
+        with atomic_open(Path(path), binary=True, fsync=False) as fh:
+            np.savez_compressed(fh, **self.arrays())
+
+
+NPZ_KEYS_HINT = "query_image_codes, query_text_codes, db_image_codes, db_text_codes, query_labels, db_labels"
+
+
+def _check_npz_magic(path: Path) -> None:
+    """Refuse a file that is not a zip archive (an ``.npz``) with what it looks like instead."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        what = "a single .npy array"
+    elif not head:
+        what = "an empty file"
+    elif head.lstrip()[:1] in (b"{", b"["):
+        what = "JSON (a result file? its codes are in the *.codes.npz beside it)"
+    else:
         try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **self.arrays())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            head.decode("utf-8")
+            what = "a text file"
+        except UnicodeDecodeError:
+            what = "not a zip archive"
+    raise DataError(f"{path} is {what}, not an .npz of codes; expected arrays {NPZ_KEYS_HINT}")
 
 
 def evaluate_code_set(
