@@ -28,18 +28,20 @@ A block's ``teachers`` default to ``["none"]``, ``strategies`` to ``["ukd"]``, `
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from cmhbench.errors import ConfigError, DataError
 from cmhbench.registry import Registry
 from cmhbench.runner import NONE, RunRequest, resolve_pipeline
 
-BLOCK_KEYS = {"datasets", "protocols", "teachers", "strategies", "students", "bits", "seeds", "set", "device"}
+BLOCK_KEYS = ("datasets", "protocols", "teachers", "strategies", "students", "bits", "seeds", "set", "device")
+TOP_KEYS = ("name", "results", "defaults", "data_dirs", "grid")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,18 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a sweep file holds a table of settings")
     return data
+
+
+def _check_keys(table: Any, known: Sequence[str], where: str, what: str = "key") -> None:
+    """Refuse a table that is not one, or any key of ``table`` not in ``known``, naming close matches."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table ({what} = value)")
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+        raise ConfigError(f"{where}: unknown {what} {key!r}{hint}")
 
 
 def _list(block: dict, key: str, default: Any, where: str) -> list:
@@ -106,14 +120,16 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
     """Parse and expand a sweep file; every name and override is validated before anything runs."""
     path = Path(path)
     data = _read(path)
-    unknown = set(data) - {"name", "results", "defaults", "data_dirs", "grid"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    _check_keys(data, TOP_KEYS, str(path), "setting")
     defaults = data.get("defaults", {})
+    _check_keys(defaults, BLOCK_KEYS, f"{path} [defaults]")
     blocks = data.get("grid", [])
     if not isinstance(blocks, list) or not blocks:
         raise ConfigError(f"{path}: give at least one [[grid]] block")
+    for number, block in enumerate(blocks, start=1):
+        _check_keys(block, BLOCK_KEYS, f"{path} [[grid]] #{number}")
     raw_dirs = data.get("data_dirs", {})
+    _check_keys(raw_dirs, list(registry.datasets), f"{path} [data_dirs]", "dataset")
     data_dirs = {name: _resolve_dir(path, value) for name, value in raw_dirs.items() if name in _datasets_used(defaults, blocks)}
     results = Path(results_dir) if results_dir else _resolve_dir(path, data.get("results", "results"))
 
@@ -121,9 +137,6 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
     for number, block in enumerate(blocks, start=1):
         used_keys: set[str] = set()
         where = f"{path} [[grid]] #{number}"
-        bad = set(block) - BLOCK_KEYS
-        if bad:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
         merged = {**defaults, **block}
         for dataset, protocol, teacher, strategy, student, bits, seed, overrides in itertools.product(
             _list(merged, "datasets", None, where),
