@@ -52,6 +52,39 @@ def _field_type(config_cls: type, f: dataclasses.Field) -> Any:
     return hints.get(f.name, f.type)
 
 
+def type_text(typ: Any) -> str:
+    """A field type as a user reads it: ``int``, ``float``, ``str | None``, ``tuple[int, ...]``."""
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:
+        return " | ".join(type_text(a) for a in typing.get_args(typ))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(typ)))
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(typ) if a is not Ellipsis]
+        return f"{origin.__name__}[{', '.join(type_text(a) for a in args)}{', ...' if Ellipsis in typing.get_args(typ) else ''}]"
+    if typ is type(None):
+        return "None"
+    return getattr(typ, "__name__", str(typ))
+
+
+def describe_fields(config_cls: type) -> list[dict[str, Any]]:
+    """One JSON-ready dict per hyperparameter: ``name``, ``type``, ``default``, ``bounds`` (e.g.
+    ``">= 0, < 1"``, empty when unbounded), ``choices`` (list or None) and ``help``."""
+    out = []
+    for f in config_fields(config_cls):
+        typ = _field_type(config_cls, f)
+        meta = f.metadata
+        bounds = ", ".join(f"{word} {meta[key]}" for key, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                           if meta.get(key) is not None)
+        choices = meta.get("choices") or (typing.get_args(typ) if typing.get_origin(typ) is typing.Literal else None)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append({
+            "name": f.name, "type": type_text(typ), "default": list(default) if isinstance(default, tuple) else default,
+            "bounds": bounds, "choices": list(choices) if choices else None, "help": meta.get("help", ""),
+        })
+    return out
+
+
 def _cast(value: str, typ: Any, name: str) -> Any:
     origin = typing.get_origin(typ)
     if origin is typing.Union:

@@ -16,7 +16,11 @@ import cmhbench
 
 @lru_cache(maxsize=1)
 def git_commit() -> Optional[str]:
-    """The commit of the cmhbench checkout this code runs from (``+dirty`` if modified), or None."""
+    """The commit of the cmhbench checkout this code runs from, or None outside a git checkout.
+
+    ``+dirty`` is appended when the code differs from the commit: a tracked file has uncommitted
+    changes, or an untracked, not ignored Python file exists (a new plugin module, say). Other
+    untracked files (results a sweep is writing into the checkout) do not count."""
     root = Path(cmhbench.__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -25,9 +29,10 @@ def git_commit() -> Optional[str]:
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
             capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
+        ).stdout.splitlines()
+        dirty = [line for line in dirty if not line.startswith("??") or line.rstrip().endswith(".py")]
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "") if commit else None
@@ -46,6 +51,7 @@ def environment(device: torch.device, plugins: dict[str, str]) -> dict[str, Any]
     return {
         "cmhbench": cmhbench.__version__,
         "git_commit": git_commit(),
+        "git_dirty": None if git_commit() is None else git_commit().endswith("+dirty"),
         "plugins": dict(sorted(plugins.items())),
         "python": platform.python_version(),
         "torch": torch.__version__,
