@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+from cmhbench.lazy import nn, no_grad, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def seed_everything(seed: int) -> None:
@@ -44,7 +47,7 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator, *, drop_las
         yield perm[start : start + batch_size]
 
 
-@torch.no_grad()
+@no_grad
 def encode_in_batches(module: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Apply ``module`` in eval mode to ``(n, d)`` ``x`` in batches; returns ``(n, out)``."""
     was_training = module.training
@@ -66,7 +69,7 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     return a_n @ (a_n if b is None else l2_normalize(b)).T
 
 
-@torch.no_grad()
+@no_grad
 def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
     """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
     included), by Euclidean distance or cosine similarity; ties go to the lower index."""

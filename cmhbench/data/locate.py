@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from cmhbench.errors import DataError, FilesNotFoundError
+from cmhbench.errors import FilesNotFoundError
 
 DATA_ENV = "CMHBENCH_DATA"
 

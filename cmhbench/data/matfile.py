@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import h5py
 import numpy as np
-import scipy.io
 
 from cmhbench.errors import DataError
+from cmhbench.lazy import lazy_import
+
+h5py = lazy_import("h5py")
+scipy_io = lazy_import("scipy.io")  # 0.3 s, only when a MAT file is read
 
 
 def read_mat(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -47,13 +49,13 @@ def read_mat(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
         except Exception as exc:  # noqa: BLE001 - h5py raises many kinds on corrupt files
             raise DataError(f"{path}: cannot read as MAT v7.3/HDF5 ({type(exc).__name__}: {exc})") from None
     try:
-        content = scipy.io.loadmat(str(path), variable_names=list(names))
+        content = scipy_io.loadmat(str(path), variable_names=list(names))
     except Exception as exc:  # noqa: BLE001 - scipy raises ValueError, MatReadError, OSError, ...
         raise DataError(f"{path}: not a readable MAT file, v5 or v7.3 ({type(exc).__name__}: {exc})") from None
     missing = [n for n in names if n not in content]
     if missing:
         try:
-            held = sorted(w[0] for w in scipy.io.whosmat(str(path)))
+            held = sorted(w[0] for w in scipy_io.whosmat(str(path)))
         except Exception:  # noqa: BLE001
             held = []
         raise DataError(f"{path}: variable(s) {', '.join(missing)} not found (it holds {', '.join(held) or 'nothing'})")
@@ -146,7 +148,7 @@ def variable_shape(path: Path, name: str) -> tuple[int, ...]:
                 if name not in f:
                     raise DataError(f"{path}: variable(s) {name} not found (it holds {', '.join(sorted(f.keys()))})")
                 return tuple(f[name].shape)[::-1]
-        held = {w[0]: tuple(w[1]) for w in scipy.io.whosmat(str(path))}
+        held = {w[0]: tuple(w[1]) for w in scipy_io.whosmat(str(path))}
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001

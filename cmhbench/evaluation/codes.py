@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
 
 from cmhbench.errors import DataError
+from cmhbench.lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def sign_codes(x: Tensor) -> Tensor:

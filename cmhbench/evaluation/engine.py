@@ -35,7 +35,8 @@ from typing import Sequence
 
 import numba
 import numpy as np
-import torch
+
+from cmhbench.lazy import torch
 
 # numba's OpenMP layer keeps its threads spinning beside torch's own OpenMP pool, which slowed
 # the next training steps of a run several-fold (measured); its portable work-queue layer does not.

@@ -23,12 +23,14 @@ exactly rounded means, so a metric never depends on the device or on chunking.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from cmhbench.evaluation.engine import SCALE, RankingSummary, summarize_cpu, summarize_torch
+from cmhbench.lazy import is_tensor, torch
 
 DEFAULT_TOPK = (50, 500)
 DEFAULT_PRECISION_AT = (50, 100, 500, 1000)
@@ -46,15 +48,33 @@ def default_chunk_size(n_database: int, budget_bytes: int = 256 * 2**20) -> int:
     return max(1, budget_bytes // (TORCH_BYTES_PER_CELL * max(1, n_database)))
 
 
+# Device files present wherever a CUDA (or ROCm) device can be: without any of them, torch (1.7 s
+# to import) is not asked. Other systems than Linux always ask torch.
+GPU_DEVICE_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device, answered without importing torch where no GPU driver is present."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(f) for f in GPU_DEVICE_FILES):
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
     """``"auto"``/None -> CUDA when available, else CPU; otherwise the named device."""
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_available() else "cpu")
     return torch.device(device)
 
 
+def _wants_cuda(device: Optional[str | torch.device]) -> bool:
+    if device is None or str(device) == "auto":
+        return cuda_available()
+    return str(device).startswith("cuda")
+
+
 def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.detach().cpu().numpy() if is_tensor(x) else np.asarray(x)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -145,9 +165,8 @@ def retrieval_metrics(
     ``pr_curve`` (``radius``, ``precision``, ``recall`` lists), ``n_queries``, ``n_database``
     and ``queries_without_relevant``, and with ``pk_curve`` the ``pk_curve`` (``k``, ``precision``).
     """
-    if device is None and isinstance(query_codes, torch.Tensor):
+    if device is None and is_tensor(query_codes):
         device = query_codes.device
-    dev = resolve_device(device)
     q_shape, db_shape = tuple(query_codes.shape), tuple(database_codes.shape)
     if len(q_shape) != 2 or len(db_shape) != 2 or q_shape[1] != db_shape[1]:
         raise ValueError(f"codes must be (q, bits) and (n, bits) with equal bits, got {q_shape} and {db_shape}")
@@ -159,12 +178,13 @@ def retrieval_metrics(
         raise ValueError("K must be positive")
     curve_ks = pk_curve_ks(db_shape[0]) if pk_curve else ()
     ks = sorted(set(topk) | set(precision_at) | set(curve_ks))
-    use_torch = engine == "torch" or (engine == "auto" and dev.type == "cuda")
     if engine not in ("auto", "cpu", "torch"):
         raise ValueError(f"unknown engine {engine!r}")
+    use_torch = engine == "torch" or (engine == "auto" and _wants_cuda(device))
     if use_torch:
+        dev = resolve_device(device)
         tensors = [
-            (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).to(dev)
+            (x if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x))).to(dev)
             for x in (query_codes, database_codes, query_labels, database_labels)
         ]
         summary = summarize_torch(*tensors, ks=ks, chunk_size=chunk_size or default_chunk_size(db_shape[0]))

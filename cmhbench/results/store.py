@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from cmhbench.errors import DataError
-from cmhbench.evaluation.crossmodal import CodeSet
 from cmhbench.files import atomic_open
+
+if TYPE_CHECKING:
+    from cmhbench.evaluation.crossmodal import CodeSet
 
 SCHEMA_VERSION = 1
 

@@ -26,16 +26,18 @@ point for what smarter distillation adds. No paper proposes it as a method; it i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
-import torch
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.evaluation.codes import sign_codes
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

@@ -49,16 +49,18 @@ Computation: ``S_F = U M U^T`` with ``U = [Z_I, Z_T]`` ``(n, 2 bits)`` and a sma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
-import torch
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.training import l2_normalize
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

@@ -58,17 +58,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, autograd, nn
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
+from cmhbench.lazy import autograd, F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, minibatches, mlp, step
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -90,24 +91,29 @@ class DADHConfig:
     hidden: int = hp(1024, "text module width h; features are h/4 wide (official: 8192)", ge=16)
 
 
-class _Branch(nn.Module):
-    """Feature module, row scaling and ``tanh`` hash layer of one modality."""
+@torch_class
+def _Branch():
+    """The ``nn.Module`` class ``_Branch``, defined on first use (see :mod:`cmhbench.lazy`)."""
+    class _Branch(nn.Module):
+        """Feature module, row scaling and ``tanh`` hash layer of one modality."""
 
-    def __init__(self, widths: list[int], bits: int, batch_size: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(mlp(widths[0], widths[1:-1], widths[-1]), nn.ReLU())
-        self.hash = nn.Linear(widths[-1], bits)
-        self.scale = 1.0 / math.sqrt(batch_size)
-        _kaiming(self)
+        def __init__(self, widths: list[int], bits: int, batch_size: int) -> None:
+            super().__init__()
+            self.features = nn.Sequential(mlp(widths[0], widths[1:-1], widths[-1]), nn.ReLU())
+            self.hash = nn.Linear(widths[-1], bits)
+            self.scale = 1.0 / math.sqrt(batch_size)
+            _kaiming(self)
 
-    def feature(self, x: Tensor) -> Tensor:
-        """``(m, d)`` -> ``(m, h/4)`` features, each row of norm ``1 / sqrt(batch_size)``."""
-        f = self.features(x)
-        return f * self.scale / f.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
+        def feature(self, x: Tensor) -> Tensor:
+            """``(m, d)`` -> ``(m, h/4)`` features, each row of norm ``1 / sqrt(batch_size)``."""
+            f = self.features(x)
+            return f * self.scale / f.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(m, d)`` -> ``(m, bits)`` hash outputs in (-1, 1)."""
-        return torch.tanh(self.hash(self.feature(x)))
+        def forward(self, x: Tensor) -> Tensor:
+            """``(m, d)`` -> ``(m, bits)`` hash outputs in (-1, 1)."""
+            return torch.tanh(self.hash(self.feature(x)))
+
+    return _Branch
 
 
 def _kaiming(module: nn.Module) -> nn.Module:

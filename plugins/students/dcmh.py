@@ -43,18 +43,19 @@ which the ``labels`` strategy reproduces). Departures from the official code, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
+from cmhbench.lazy import F, torch
 from cmhbench.registry import MethodSpec
 from cmhbench.training import bit_balance, encode_in_batches, mlp, step
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

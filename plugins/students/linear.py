@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from torch import nn
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import PairedFeatures
+from cmhbench.lazy import nn
 from cmhbench.registry import MethodSpec
 from cmhbench_plugins.students.dcmh import DCMH
 

@@ -92,17 +92,18 @@ Departures, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
+from cmhbench.lazy import F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import bit_balance, encode_in_batches, mlp, step
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -138,20 +139,25 @@ class SSAHConfig:
     text_hidden: int = hp(1024, "hidden width of TxtNet (official: 4096)", ge=1)
 
 
-class SSAHNet(nn.Module):
-    """``in_dim -> hidden -> semantic (ReLU)``, then ``tanh`` hash and ``sigmoid`` label heads."""
+@torch_class
+def SSAHNet():
+    """The ``nn.Module`` class ``SSAHNet``, defined on first use (see :mod:`cmhbench.lazy`)."""
+    class SSAHNet(nn.Module):
+        """``in_dim -> hidden -> semantic (ReLU)``, then ``tanh`` hash and ``sigmoid`` label heads."""
 
-    def __init__(self, in_dim: int, hidden: int, semantic: int, bits: int, classes: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(mlp(in_dim, [hidden], semantic), nn.ReLU())
-        self.hash = nn.Linear(semantic, bits)
-        self.label = nn.Linear(semantic, classes)
-        official_init(self)
+        def __init__(self, in_dim: int, hidden: int, semantic: int, bits: int, classes: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(mlp(in_dim, [hidden], semantic), nn.ReLU())
+            self.hash = nn.Linear(semantic, bits)
+            self.label = nn.Linear(semantic, classes)
+            official_init(self)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(m, in_dim)`` -> hash ``(m, bits)`` in (-1, 1), feature ``(m, semantic)``, label ``(m, classes)`` in (0, 1)."""
-        feat = self.body(x)
-        return torch.tanh(self.hash(feat)), feat, torch.sigmoid(self.label(feat))
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            """``(m, in_dim)`` -> hash ``(m, bits)`` in (-1, 1), feature ``(m, semantic)``, label ``(m, classes)`` in (0, 1)."""
+            feat = self.body(x)
+            return torch.tanh(self.hash(feat)), feat, torch.sigmoid(self.label(feat))
+
+    return SSAHNet
 
 
 def pairwise_loss(s: Tensor, theta: Tensor, kind: str = "nll") -> Tensor:
@@ -317,16 +323,21 @@ class SSAH:
         return encode_in_batches(_HashOnly(net), self._scale(x, modality))
 
 
-class _HashOnly(nn.Module):
-    """Wraps an :class:`SSAHNet` to return only its hash output."""
+@torch_class
+def _HashOnly():
+    """The ``nn.Module`` class ``_HashOnly``, defined on first use (see :mod:`cmhbench.lazy`)."""
+    class _HashOnly(nn.Module):
+        """Wraps an :class:`SSAHNet` to return only its hash output."""
 
-    def __init__(self, net: SSAHNet) -> None:
-        super().__init__()
-        self.net = net
+        def __init__(self, net: SSAHNet) -> None:
+            super().__init__()
+            self.net = net
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(m, d)`` -> ``(m, bits)``."""
-        return self.net(x)[0]
+        def forward(self, x: Tensor) -> Tensor:
+            """``(m, d)`` -> ``(m, bits)``."""
+            return self.net(x)[0]
+
+    return _HashOnly
 
 
 @hookimpl

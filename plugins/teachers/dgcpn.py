@@ -44,17 +44,18 @@ Departures, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
+from cmhbench.lazy import F, torch
 from cmhbench.registry import MethodSpec
 from cmhbench.training import cosine_similarity_matrix, encode_in_batches, l2_normalize, minibatches, paired_mlp_heads, sgd_per_head, step
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

@@ -38,16 +38,18 @@ random directions come from ``ctx.generator()`` (offset 0 for the image side, 1 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-import torch
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
+from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.training import l2_normalize
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

@@ -47,17 +47,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
+from cmhbench.lazy import F, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, l2_normalize, minibatches, mlp
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,20 @@ def ranking_loss(u: Tensor, v: Tensor, margin: float, shift: float) -> Tensor:
     return row + col
 
 
-class _Head(torch.nn.Module):
-    """MLP -> tanh -> L2 normalisation: ``(n, d)`` -> ``(n, bits)`` unit vectors."""
+@torch_class
+def _Head():
+    """The ``nn.Module`` class ``_Head``, defined on first use (see :mod:`cmhbench.lazy`)."""
+    class _Head(torch.nn.Module):
+        """MLP -> tanh -> L2 normalisation: ``(n, d)`` -> ``(n, bits)`` unit vectors."""
 
-    def __init__(self, in_dim: int, layers: int, hidden: int, bits: int) -> None:
-        super().__init__()
-        self.fc = mlp(in_dim, [hidden] * (layers - 1), bits)
+        def __init__(self, in_dim: int, layers: int, hidden: int, bits: int) -> None:
+            super().__init__()
+            self.fc = mlp(in_dim, [hidden] * (layers - 1), bits)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return l2_normalize(torch.tanh(self.fc(x)))
+        def forward(self, x: Tensor) -> Tensor:
+            return l2_normalize(torch.tanh(self.fc(x)))
+
+    return _Head
 
 
 class UCCH:

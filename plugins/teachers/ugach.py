@@ -53,16 +53,18 @@ Departures, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import Tensor, nn
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
+from cmhbench.lazy import nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, knn_mask, step
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -84,21 +86,26 @@ class UGACHConfig:
     hidden: int = hp(1024, "hidden width of all heads (official 8192)", ge=1)
 
 
-class _Net(nn.Module):
-    """Image and text heads ``Linear -> tanh -> Linear -> sigmoid`` with truncated-normal weights."""
+@torch_class
+def _Net():
+    """The ``nn.Module`` class ``_Net``, defined on first use (see :mod:`cmhbench.lazy`)."""
+    class _Net(nn.Module):
+        """Image and text heads ``Linear -> tanh -> Linear -> sigmoid`` with truncated-normal weights."""
 
-    def __init__(self, d_image: int, d_text: int, hidden: int, bits: int, gen: torch.Generator) -> None:
-        super().__init__()
-        self.image = nn.Sequential(nn.Linear(d_image, hidden), nn.Tanh(), nn.Linear(hidden, bits))
-        self.text = nn.Sequential(nn.Linear(d_text, hidden), nn.Tanh(), nn.Linear(hidden, bits))
-        for layer in (*self.image, *self.text):
-            if isinstance(layer, nn.Linear):
-                nn.init.trunc_normal_(layer.weight, 0.0, 0.1, -0.2, 0.2, generator=gen)
-                nn.init.zeros_(layer.bias)
+        def __init__(self, d_image: int, d_text: int, hidden: int, bits: int, gen: torch.Generator) -> None:
+            super().__init__()
+            self.image = nn.Sequential(nn.Linear(d_image, hidden), nn.Tanh(), nn.Linear(hidden, bits))
+            self.text = nn.Sequential(nn.Linear(d_text, hidden), nn.Tanh(), nn.Linear(hidden, bits))
+            for layer in (*self.image, *self.text):
+                if isinstance(layer, nn.Linear):
+                    nn.init.trunc_normal_(layer.weight, 0.0, 0.1, -0.2, 0.2, generator=gen)
+                    nn.init.zeros_(layer.bias)
 
-    def sig(self, x: Tensor, modality: Modality) -> Tensor:
-        """``(..., d)`` features -> ``(..., bits)`` sigmoid outputs."""
-        return torch.sigmoid((self.image if modality is Modality.IMAGE else self.text)(x))
+        def sig(self, x: Tensor, modality: Modality) -> Tensor:
+            """``(..., d)`` features -> ``(..., bits)`` sigmoid outputs."""
+            return torch.sigmoid((self.image if modality is Modality.IMAGE else self.text)(x))
+
+    return _Net
 
 
 def triplet_hinge(q: Tensor, pos: Tensor, neg: Tensor, beta: float) -> Tensor:
