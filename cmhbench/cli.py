@@ -24,6 +24,25 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("cmhbench")
+        except PackageNotFoundError:
+            from cmhbench import __version__ as text
+        print(f"cmhbench {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Cross-modal hashing benchmark: unsupervised teachers, distillation strategies, supervised students."""
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     values = []
     for part in text.split(","):
@@ -67,9 +86,12 @@ def run(
     feature_cache: Optional[Path] = typer.Option(None, "--feature-cache", help="Feature cache folder (default $CMHBENCH_CACHE or ~/.cache/cmhbench)."),
 ) -> None:
     """Train a teacher, distil it into a student and evaluate both retrieval directions per code length."""
+    import dataclasses
+    import time
+
     from cmhbench.config import parse_assignments
     from cmhbench.features.extract import FeatureRequest
-    from cmhbench.progress import RichProgress
+    from cmhbench.progress import PlainProgress, RichProgress, run_line
     from cmhbench.runner import RunRequest, Runner, parse_bits
 
     request = RunRequest(
@@ -89,7 +111,9 @@ def run(
             image_encoder=image_encoder, image_weights=image_weights, text_encoder=text_encoder, cache_dir=feature_cache
         ),
     )
-    progress = RichProgress(stderr, enabled=not quiet)
+    plain = not quiet and not stderr.is_terminal  # nohup, batch jobs: timestamped lines instead of bars
+    progress = PlainProgress() if plain else RichProgress(stderr, enabled=not quiet)
+    announce = progress.line if plain else (lambda line: None)
     runner = Runner(_registry(), progress=progress, log=lambda msg: stderr.print(msg, highlight=False))
     with progress:
         prepared = runner.prepare(request)
@@ -99,7 +123,16 @@ def run(
                 f"[yellow]dataset {data.name!r} is generated data: its numbers show that the pipeline works, "
                 "not how methods rank[/]"
             )
-        outcomes = runner.run(request, prepared)
+        outcomes = []
+        for one in [dataclasses.replace(request, bits=(b,)) for b in request.bits]:
+            announce(run_line("started", one))
+            started = time.perf_counter()
+            try:
+                outcomes += runner.run(one, prepared)
+            except Exception as exc:
+                announce(run_line("failed", one, error=" ".join(str(exc).split())))
+                raise
+            announce(run_line("finished", one, time.perf_counter() - started, outcomes[-1].status))
     _print_run_table(outcomes)
 
 
@@ -111,6 +144,8 @@ def _print_run_table(outcomes) -> None:
         f"{names['teacher']} -> {names['strategy']} -> {names['student']} on {names['dataset']}{synthetic}, "
         f"protocol {names['protocol']}, seed {names['seed']}"
     )
+    if first.get("non_default"):
+        title += " [" + ", ".join(f"{k}={v}" for k, v in first["non_default"].items()) + "]"
     table = Table(title=title, title_justify="left")
     for col in ("bits", "i2t mAP", "t2i mAP", "i2t mAP@50", "t2i mAP@50", "train s", "status"):
         table.add_column(col, justify="right" if col != "status" else "left")
@@ -134,7 +169,9 @@ def _print_run_table(outcomes) -> None:
 @app.command("list")
 @user_errors
 def list_(
-    kind: Optional[str] = typer.Argument(None, help="teachers, strategies, students or datasets (default: all)."),
+    kind: Optional[str] = typer.Argument(
+        None, help="teachers, strategies, students or datasets (default: all); or one method's name, as `show NAME`."
+    ),
     pattern: str = typer.Option("*", "--pattern", "-p", help="Wildcard filter on names, e.g. 'dj*'."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -144,20 +181,95 @@ def list_(
         singular = {k[:-1] if not k.endswith("ies") else k[:-3] + "y": k for k in KINDS}
         if kind in singular:
             kind = singular[kind]
+        elif _named(registry, kind):
+            show(kind, dataset=None, as_json=as_json)
+            return
         else:
-            raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+            raise ConfigError(f"unknown kind or name {kind!r}; expected one of {', '.join(KINDS)}, or a method's name")
     kinds = [kind] if kind else list(KINDS)
     listing = {k: [spec.metadata() for spec in registry.table(k).list(pattern)] for k in kinds}
+    if pattern != "*" and not any(listing.values()):
+        raise ConfigError(f"no {' or '.join(kinds)} match {pattern!r} (see `cmhbench list`)")
     if as_json:
         print(json.dumps(listing, indent=2))
         return
     for k in kinds:
+        if not listing[k] and pattern != "*":
+            continue
         table = Table(title=k, title_justify="left")
         for col in ("name", "paper", "source"):
             table.add_column(col, overflow="fold")
         for item in listing[k]:
             table.add_row(item["name"], item["paper"], item["source"])
         stdout.print(table)
+
+
+def _named(registry, name: str) -> list:
+    """The specs of every kind registered under ``name`` (a method can be a teacher and a student)."""
+    return [(k, registry.table(k).get(name)) for k in KINDS if name in registry.table(k)]
+
+
+@app.command()
+@user_errors
+def show(
+    name: str = typer.Argument(..., help="A teacher, strategy, student or dataset name."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Show the defaults this dataset gets (its official settings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """One method's paper, code and hyperparameters: type, default, bounds, choices and per-dataset defaults."""
+    from cmhbench.config import describe_fields
+
+    registry = _registry()
+    found = _named(registry, name)
+    if not found:
+        import difflib
+
+        every = sorted({n for k in KINDS for n in registry.table(k)})
+        close = difflib.get_close_matches(name, every, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (see `cmhbench list`)"
+        raise ConfigError(f"no method or dataset is called {name!r}{hint}")
+    if dataset is not None:
+        registry.datasets.get(dataset)
+    out = []
+    for kind, spec in found:
+        if kind == "datasets":
+            out.append({**spec.metadata(), "kind": "dataset"})
+            continue
+        fields = describe_fields(spec.config)
+        per_dataset = {k: dict(v) for k, v in spec.dataset_defaults.items()}
+        if dataset is not None:
+            for f in fields:
+                f["default"] = per_dataset.get(dataset, {}).get(f["name"], f["default"])
+        out.append({"name": spec.name, "kind": spec.kind, "paper": spec.paper, "code": spec.code, "summary": spec.summary,
+                    "source": spec.source, "version": spec.version, "dataset": dataset, "hyperparameters": fields,
+                    "dataset_defaults": per_dataset})
+    if as_json:
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+        return
+    for item in out:
+        _print_spec(item)
+
+
+def _print_spec(item: dict) -> None:
+    say = lambda text: stdout.print(text, highlight=False, markup=False)  # noqa: E731
+    say(f"{item['name']} ({item['kind']}, from {item['source']} {item.get('version', '')})".rstrip())
+    for key in ("paper", "code", "summary", "description"):
+        if item.get(key):
+            say(f"  {key}: {item[key]}")
+    if item["kind"] == "dataset":
+        say(f"  files and splits: `cmhbench data info {item['name']}`")
+        return
+    where = f" on {item['dataset']}" if item.get("dataset") else ""
+    table = Table(title=f"hyperparameters{where} (set with --set {item['kind']}.NAME=VALUE)", title_justify="left")
+    for col in ("name", "type", "default", "bounds", "choices", "help"):
+        table.add_column(col, overflow="fold")
+    for f in item["hyperparameters"]:
+        table.add_row(f["name"], f["type"], json.dumps(f["default"]), f["bounds"], ", ".join(map(str, f["choices"] or [])), f["help"])
+    stdout.print(table)
+    if item["dataset_defaults"]:
+        say("official per-dataset settings (applied before --set):")
+        for name, values in item["dataset_defaults"].items():
+            say(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 
 @app.command("eval")
@@ -173,11 +285,10 @@ def eval_(
     """Evaluate codes produced by any tool under cmhbench's mAP contract.
 
     With --json, each direction also reports `seconds` spent evaluating (start-up excluded)."""
-    import torch
-
     from cmhbench.evaluation.crossmodal import CodeSet, evaluate_code_set
+    from cmhbench.evaluation.metrics import cuda_available
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and not cuda_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
@@ -214,12 +325,19 @@ def sweep(
     results: Optional[Path] = typer.Option(None, "--results", help="Result store (default: the sweep file's `results`)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (a grid block's `device` wins)."),
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would run."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only list what would run: a summary line, then one line per run, marked `run`, or "
+        "`stored` when its result exists (it is skipped; with --force every run is `run`)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Run a grid of teacher x strategy x student x bits x seeds; resumable, failures recorded."""
+    """Run a grid of teacher x strategy x student x bits x seeds; resumable, failures recorded.
+
+    Ctrl-C stops the sweep (exit code 130); rerun the same command to resume it. Off a terminal
+    (nohup, batch jobs) progress is written as timestamped lines."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cmhbench.progress import PlainProgress, run_label, run_line
     from cmhbench.sweep import SweepExecutor, load_sweep
     from cmhbench.sweep.execute import plan
     from cmhbench.runner import Runner
@@ -227,18 +345,25 @@ def sweep(
     registry = _registry()
     spec = load_sweep(grid, registry, results_dir=results, device=device)
     if dry_run:
-        groups, skipped, failures = plan(spec, Runner(registry), force)
-        todo = sum(len(g) for g in groups)
-        stdout.print(f"{spec.name}: {len(spec.runs)} runs, {skipped} stored, {todo} to run in {len(groups)} teacher groups, "
-                     f"{len(failures)} cannot start; results in {spec.results_dir}", highlight=False)
+        todo = plan(spec, Runner(registry), force)
+        stdout.print(f"{spec.name}: {len(spec.runs)} runs, {len(todo.stored)} stored, {todo.todo} to run in "
+                     f"{len(todo.groups)} teacher groups, {len(todo.failures)} cannot start; results in {spec.results_dir}",
+                     highlight=False)
+        stored, to_run = set(todo.stored), {request for group in todo.groups for request in group}
+        for request in spec.runs:
+            if request in stored or request in to_run:
+                mark = "stored" if request in stored else "run   "
+                stdout.print(f"  {mark} {run_label(request)}", highlight=False, markup=False)
         from collections import Counter
 
-        for error, count in Counter(f"{o.request.dataset}: {o.error}" for o in failures).items():
+        for error, count in Counter(f"{o.request.dataset}: {o.error}" for o in todo.failures).items():
             stdout.print(f"  cannot start ({count} runs): {error}", highlight=False)
         return
+    plain = not quiet and not stderr.is_terminal  # nohup, batch jobs: timestamped lines instead of a bar
+    log = PlainProgress()
     progress = Progress(
         TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=stderr, disable=quiet, transient=False,
+        console=stderr, disable=quiet or plain, transient=False,
     )
     task = progress.add_task(spec.name, total=len(spec.runs))
 
@@ -251,8 +376,12 @@ def sweep(
             f"failed {len(report.failed)} · left {left}",
         )
 
+    def announce(event) -> None:
+        if plain:
+            log.line(run_line(event.kind, event.request, event.seconds, error=event.error))
+
     executor = SweepExecutor(registry, engine=engine, jobs=jobs, address=address, cpus_per_run=cpus_per_run,
-                             gpus_per_run=gpus_per_run, on_update=update)
+                             gpus_per_run=gpus_per_run, on_update=update, on_event=announce, plain_progress=plain)
     with progress:
         report = executor.run(spec, force=force)
     stdout.print(
@@ -262,6 +391,9 @@ def sweep(
     )
     for failure in report.failed:
         stdout.print(f"  failed: {failure['run']}: {failure['error']}", highlight=False)
+    if report.interrupted:
+        stderr.print("interrupted: rerun the same command to resume", highlight=False, markup=False)
+        raise typer.Exit(130)
     if report.failed:
         raise typer.Exit(1)
 
@@ -308,8 +440,8 @@ def leaderboard(
         raise ConfigError(f"--format must be md, csv or html, got {fmt!r}")
     if "html" in formats and out is None:
         raise ConfigError("--format html writes a page with figures: give --out DIR")
-    boards = build_leaderboards(results, dataset=dataset, protocol=protocol,
-                                bits=_int_list(bits, "--bits") if bits else None, metric=metric, with_curves=out is not None)
+    boards = build_leaderboards(results, dataset=dataset, protocol=protocol, bits=_int_list(bits, "--bits") if bits else None,
+                                metric=metric, with_curves=out is not None, registry=_registry())
     for board in boards:
         if out is None:
             for f in formats:
@@ -335,7 +467,8 @@ def plot(
     from cmhbench.leaderboard import build_leaderboards
     from cmhbench.leaderboard.plots import all_figures
 
-    for board in build_leaderboards(results, dataset=dataset, protocol=protocol, metric=metric, with_curves=True):
+    for board in build_leaderboards(results, dataset=dataset, protocol=protocol, metric=metric, with_curves=True,
+                                    registry=_registry()):
         if bits is not None and bits not in board.bits:
             raise ConfigError(f"no {board.dataset} results at {bits} bits (stored: {', '.join(map(str, board.bits))})")
         for caption, svg in all_figures(board, out / board.dataset, top=top, curve_bits=bits).items():
@@ -350,7 +483,25 @@ app.add_typer(features_app, name="features")
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    import sys
+
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left before the last buffered lines (``... | head``)
+        from cmhbench.cli_support import _closed_pipe
+
+        try:
+            _closed_pipe()
+        except SystemExit as exc:
+            code = exc.code
+        except Exception:  # noqa: BLE001 - typer.Exit
+            code = 141
+    sys.exit(code)
 
 
 if __name__ == "__main__":

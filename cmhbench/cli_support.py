@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Any, Callable
 
 import typer
@@ -17,8 +18,23 @@ KINDS = ("teachers", "strategies", "students", "datasets")
 
 
 def _fail(message: str, code: int) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+def _closed_pipe() -> None:
+    """The reader of stdout went away (``cmhbench ... | head``): stop quietly, as ``cat`` does.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush raises nothing; the
+    exit status is the shell's for SIGPIPE (128 + 13)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise typer.Exit(141)
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,6 +46,8 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _closed_pipe()
         except CmhbenchError as exc:
             if os.environ.get("CMHBENCH_DEBUG"):
                 raise

@@ -84,7 +84,7 @@ def test_list_json_has_every_kind_with_metadata():
 
 def test_list_tables_and_bad_kind():
     assert "djsrh" in invoke("list", "teachers").output
-    assert_one_line_error(invoke("list", "widgets"), "unknown kind 'widgets'")
+    assert_one_line_error(invoke("list", "widgets"), "unknown kind or name 'widgets'")
 
 
 def write_codes(path: Path, rng, bits=16, n_q=20, n_db=100, dtype=np.float32, **replace):
