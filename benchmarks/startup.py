@@ -7,6 +7,11 @@ results), so the figures are start-up, not work. ``import torch`` alone is shown
 
     python benchmarks/startup.py              # 5 repetitions, the median is printed
     python benchmarks/startup.py --repeat 9
+    git worktree add /tmp/old <commit> && python benchmarks/startup.py --checkout /tmp/old   # an older version
+
+Commands run as ``python -m cmhbench.cli ...``; with ``--checkout`` the modules of that checkout
+(``cmhbench/`` and ``plugins/`` as ``cmhbench_plugins``) come first on ``PYTHONPATH``, so the
+same installed environment measures another version of the code.
 """
 
 from __future__ import annotations
@@ -37,31 +42,35 @@ def _codes_file(folder: Path) -> Path:
 
 def commands(folder: Path) -> list[tuple[str, list[str]]]:
     """(label, argv) of every command measured."""
-    exe = str(Path(sys.executable).parent / "cmhbench")
+    exe = [sys.executable, "-m", "cmhbench.cli"]
     synthetic = ROOT / "leaderboards" / "synthetic"
     return [
         ("python -c 'import torch' (reference)", [sys.executable, "-c", "import torch"]),
-        ("cmhbench --version", [exe, "--version"]),
-        ("cmhbench --help", [exe, "--help"]),
-        ("cmhbench run --help", [exe, "run", "--help"]),
-        ("cmhbench list", [exe, "list"]),
-        ("cmhbench show djsrh", [exe, "show", "djsrh"]),
-        ("cmhbench data list", [exe, "data", "list"]),
-        ("cmhbench data info synthetic", [exe, "data", "info", "synthetic"]),
-        ("cmhbench eval (5 x 50 codes)", [exe, "eval", str(_codes_file(folder)), "--json"]),
-        ("cmhbench leaderboard (synthetic, md)", [exe, "leaderboard", "--results", str(synthetic / "results")]),
-        ("cmhbench sweep --dry-run (synthetic)", [exe, "sweep", str(synthetic / "sweep.toml"), "--dry-run",
+        ("cmhbench --version", [*exe, "--version"]),
+        ("cmhbench --help", [*exe, "--help"]),
+        ("cmhbench run --help", [*exe, "run", "--help"]),
+        ("cmhbench list", [*exe, "list"]),
+        ("cmhbench show djsrh", [*exe, "show", "djsrh"]),
+        ("cmhbench data list", [*exe, "data", "list"]),
+        ("cmhbench data info synthetic", [*exe, "data", "info", "synthetic"]),
+        ("cmhbench eval (5 x 50 codes)", [*exe, "eval", str(_codes_file(folder)), "--json"]),
+        ("cmhbench leaderboard (synthetic, md)", [*exe, "leaderboard", "--results", str(synthetic / "results")]),
+        ("cmhbench sweep --dry-run (synthetic)", [*exe, "sweep", str(synthetic / "sweep.toml"), "--dry-run",
                                                   "--results", str(folder / "empty")]),
     ]
 
 
-def measure(argv: list[str], repeat: int) -> tuple[float, float, int]:
+def measure(argv: list[str], repeat: int, pythonpath: str = "") -> tuple[float, float, int]:
     """Median and minimum wall seconds over ``repeat`` runs, and the last exit status."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     times, status = [], 0
     for _ in range(repeat):
         start = time.perf_counter()
-        status = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env).returncode
+        # From a neutral folder: the working folder would otherwise come first on sys.path.
+        status = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                cwd=tempfile.gettempdir()).returncode
         times.append(time.perf_counter() - start)
     return statistics.median(times), min(times), status
 
@@ -69,9 +78,17 @@ def measure(argv: list[str], repeat: int) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per command (the median is printed)")
+    parser.add_argument("--checkout", type=Path, help="measure the code of another checkout of cmhbench")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [(label, *measure(argv, args.repeat)) for label, argv in commands(Path(tmp))]
+        pythonpath = ""
+        if args.checkout:
+            shim = Path(tmp) / "shim"
+            shim.mkdir()
+            (shim / "cmhbench").symlink_to(args.checkout.resolve() / "cmhbench")
+            (shim / "cmhbench_plugins").symlink_to(args.checkout.resolve() / "plugins")
+            pythonpath = str(shim)
+        rows = [(label, *measure(argv, args.repeat, pythonpath)) for label, argv in commands(Path(tmp))]
     width = max(len(r[0]) for r in rows)
     print(f"{'command':<{width}}  median s   min s  exit")
     print("-" * (width + 23))
