@@ -74,7 +74,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     protocol: Optional[str] = typer.Option(
-        None, "--protocol", help="Split protocol NAME[:query=N,train=N,database=N,seed=N] (dcmh, djsrh, ukd, ucch, dadh); default: the dataset's."
+        None, "--protocol", help="Split protocol NAME[:query=N,train=N,database=N,seed=N] (dcmh, djsrh, ukd, ucch, dadh[:query_at=start|end]); default: the dataset's."
     ),
     image_encoder: Optional[str] = typer.Option(
         None, "--image-encoder", help="timm model for raw images (default vgg19.tv_in1k); also prefers a dataset's pixel files."

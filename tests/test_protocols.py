@@ -61,13 +61,25 @@ def test_ucch_last_queries_and_dataset_sizes(mir_labels):
     assert resolve("ucch", coco).params["query"] == 5000
 
 
-def test_dadh_first_queries_then_database(mir_labels):
-    s = resolve("dadh").splits(mir_labels)
+def test_dadh_queries_last_on_mirflickr_first_elsewhere(mir_labels):
+    mir = get_registry().datasets.get("mirflickr25k").protocol_params
+    s = resolve("dadh", mir).splits(mir_labels)  # DADH datasets/dataset.py:8-11
+    np.testing.assert_array_equal(s.query, np.arange(18015, 20015))
+    np.testing.assert_array_equal(s.database, np.arange(18015))
+    np.testing.assert_array_equal(s.train, np.arange(10000))
+    assert s.protocol == "dadh" and s.version == 2 and s.params["query_at"] == "end"
+    s = resolve("dadh").splits(mir_labels)  # any other dataset: datasets/dataset.py:12-15
     np.testing.assert_array_equal(s.query, np.arange(2000))
     np.testing.assert_array_equal(s.database, np.arange(2000, 20015))
     np.testing.assert_array_equal(s.train, np.arange(2000, 12000))
     tc21 = get_registry().datasets.get("nus-wide-tc21").protocol_params
-    assert resolve("dadh", tc21).params == {"query": 2100, "database": None, "train": 10000}
+    assert resolve("dadh", tc21).params == {"query": 2100, "database": None, "train": 10000, "query_at": "start"}
+    # The version-1 rule on MIRFlickr (first 2000 queries) is still selectable, under its own name.
+    old = resolve("dadh:query_at=start", mir)
+    assert old.id == "dadh-query-at-start" and old.splits(mir_labels).query[-1] == 1999
+    assert resolve("dadh:query_at=end", mir).id == "dadh"
+    assert resolve("dadh:query_at=end,database=15000", mir).splits(mir_labels).sizes() == {
+        "query": 2000, "database": 15000, "train": 10000}
 
 
 def test_seed_and_sizes_are_part_of_the_name_and_checksum(mir_labels):
@@ -87,6 +99,8 @@ def test_seed_and_sizes_are_part_of_the_name_and_checksum(mir_labels):
         ("dcmh:query=0", ConfigError, "query must be positive"),
         ("dcmh:query", ConfigError, "expected key=value"),
         ("ucch:train=5", ConfigError, "protocol 'ucch' takes no 'train'"),
+        ("dadh:query_at=middle", ConfigError, "query_at must be one of start, end, got 'middle'"),
+        ("dcmh:query_at=end", ConfigError, "protocol 'dcmh' takes no 'query_at'"),
     ],
 )
 def test_bad_selections(selection, error, pattern):

@@ -46,7 +46,9 @@ NAME = "mirflickr25k"
 SUBDIR = "mirflickr25k"
 N_CLASSES = 24
 PROTOCOL = "dcmh"
-PROTOCOL_PARAMS: dict[str, dict[str, int]] = {}
+# DADH puts MIRFlickr's queries at the end (Zjut-MultimediaPlus/DADH datasets/dataset.py:8-11), every other
+# dataset's at the start; see cmhbench.data.protocols.
+PROTOCOL_PARAMS: dict[str, dict[str, int | str]] = {"dadh": {"query_at": "end"}}
 FILTER = "items with no label or no tag are dropped (DCMH)"
 PAPER = "Huiskes, Lew. The MIR Flickr Retrieval Evaluation. ACM MIR 2008."
 

@@ -4,36 +4,68 @@ Each protocol is a rule over a dataset's item order (and, for ``djsrh``, its lab
 and, where it draws at random, a seed (numpy's PCG64: ``np.random.default_rng(seed)``). Every
 result records the protocol's name, version, sizes, seed and a checksum of the three index lists
 (:meth:`~cmhbench.data.dataset.Splits.checksum`), and results of different protocols are stored
-apart and never compared.
+apart and never compared. The file:line references are to the official repositories at the
+commits named (their newest); "MIRFlickr" means the 20015 filtered items in the order of the
+released ``mirflickr25k-lall.mat`` / ``FLICKR-25K.mat``.
 
-======== ===============================================================================================
-``dcmh``  DCMH (jiangqy/DCMH-CVPR2017, ``DCMH_demo.m``; also SSAH): a random permutation; its first
-          ``query`` (2000) items are the queries, the rest the database in permuted order; training
-          set = the first ``train`` (10000) items of the database.
-``djsrh`` DJSRH (zs-zhong/DJSRH, ``datasets.py``; also JDSH): class-stratified. For each class in
-          order, the items having it that are not yet chosen are permuted; a quota of them becomes
-          queries, the next quota training items. The quotas: ``query / c`` and ``train / c``
-          rounded down to a multiple of 10, the first class taking the remainder; this reproduces
-          the official hand-set numbers (MIRFlickr: 160 + 23 x 80 queries, 400 + 23 x 200 training;
-          NUS-WIDE TC10: 200 and 500 per class). Training is topped up at random from the database
-          to ``train`` (5000) items; database = every item that is not a query.
-``ukd``   UKD (huhengtong/UKD_CVPR2020, ``teacher_model/KNN/read_data.py``): a random permutation;
-          first ``query`` (2000) items are queries, the rest the database (18015 on MIRFlickr);
-          training set = the first ``train`` (15000) items of the database. The released UKD code
-          itself trains on the whole database (18015 items; ``--protocol ukd:train=18015``).
-``ucch``  UCCH (penghu-cs/UCCH, ``src/cmdataset.py``): no shuffling (the public feature files are
-          pre-shuffled); the last ``query`` items are queries (2000; 2100 on NUS-WIDE, 5000 on
-          MS-COCO), all the others are both the database and the training set.
-``dadh``  DADH (Zjut-MultimediaPlus/DADH, ``dataset.py``, ``config.py``): no shuffling; the first
-          ``query`` items are queries (2000; 2100 on NUS-WIDE TC21), the next ``database`` items
-          the database (default: all the rest; 18015 on MIRFlickr, 193734 on TC21), training set =
-          the first ``train`` (10000) items of the database.
-======== ===============================================================================================
+======== =================================================================================================
+``dcmh``  DCMH (jiangqy/DCMH-CVPR2017 @67d0e84, ``DCMH_matlab/DCMH_matlab/DCMH_demo.m:49-57``, called at
+          l.13; also SSAH): ``R = randperm(numData)`` (l.50); the first ``query`` (2000, l.51-53) items
+          are the queries, the rest the database in permuted order (l.54-55; 18015 on MIRFlickr);
+          training set = the first ``train`` (10000, l.56) items of the database. The TensorFlow port
+          (``DCMH_tensorflow/DCMH_tensorflow/DCMH_demo.py:20-22,76-93``) does not shuffle: first 2000
+          queries, training = items 2000..11999, database = items 2000..20014 (DADH's old rule).
+``djsrh`` DJSRH (zs-zhong/DJSRH @6041c2d, ``datasets.py:101-139`` MIRFlickr, ``:197-229`` NUS-WIDE; also
+          JDSH): class-stratified. For each class in order, the items having it that are not yet chosen
+          are permuted; a quota of them becomes queries, the next quota training items (l.109-123). The
+          quotas: ``query / c`` and ``train / c`` rounded down to a multiple of 10, the first class taking
+          the remainder; this reproduces the official hand-set numbers (MIRFlickr: 160 + 23 x 80 queries,
+          400 + 23 x 200 training, l.117-123; NUS-WIDE TC10: 200 and 500 per class, l.216-222). Database
+          = every item that is not a query (l.126, l.225). Training is topped up at random from the
+          database to ``train`` (5000) items (MIRFlickr l.128-134; on the real MIRFlickr labels class 1
+          has only about 175 unchosen items, so about 100 items are topped up; the NUS-WIDE code has no
+          top-up, and cmhbench's happens only when a class falls short, which is not checked on NUS-WIDE
+          for want of its label file). MIRFlickr: 2000 / 18015 / 5000.
+``ukd``   UKD (huhengtong/UKD_CVPR2020 @a96a9f7, ``teacher_model/KNN/read_data.py:90-92``): a random
+          permutation of the 20015 items; the first ``query`` (2000) items are queries, the rest the
+          database (18015, in permuted order); training set = the first ``train`` (15000) items of the
+          database (``student_model/setting.py:45-46,51``, ``teacher_model/utils.py:81-89``). Only the
+          KNN teacher (``teacher_model/KNN/knn_mir_cross5.py:8-13``) uses the whole database (18015
+          items; ``--protocol ukd:train=18015``). For NUS-WIDE the code holds no query split, only a
+          15000-item KNN training set (``knn_nus_cross5.py:8``).
+``ucch``  UCCH (penghu-cs/UCCH @0c20e62, ``src/cmdataset.py:160-172``, feature files): no shuffling (the
+          public feature files are pre-shuffled); the last ``query`` items are queries (2000, l.166-168;
+          2100 on NUS-WIDE, l.204-206; 5000 on MS-COCO, l.219-221; 2000 on IAPR TC-12, database part
+          then test part, l.187-191), all the others are both the database and the training set (l.170;
+          the ``train`` and ``retrieval`` partitions are the same, ``UCCH.py:53-68``). MIRFlickr:
+          queries = items 18015..20014, database = training = items 0..18014. (The raw-image loaders,
+          l.124-158, shuffle with numpy's legacy RNG, separately for each partition; not followed.)
+``dadh``  DADH (Zjut-MultimediaPlus/DADH @5869b81, ``datasets/dataset.py:7-15``, ``config.py:38-54``): no
+          shuffling; where the query block lies depends on the dataset (``query_at``). MIRFlickr
+          (``query_at=end``, l.8-11): the *last* ``query`` items are queries (``all_index[db_size:]``,
+          2000), the database the first 18015 items (``all_index[:db_size]``), training set = the first
+          ``train`` (10000) items (``all_index[:training_size]``), i.e. of the database. Every other
+          dataset (``query_at=start``, l.12-15; NUS-WIDE TC21): the *first* ``query`` items are queries
+          (2100), the database all the rest (193734 on TC21; ``db_size`` only sizes code buffers),
+          training set = the first ``train`` (10000) items of the database. Sizes: ``config.py:42-46``
+          (MIRFlickr 18015 / 2000 / 10000) and ``:50-54`` (TC21 193734 / 2100 / 10000). Version 1 of this
+          protocol used ``start`` everywhere, the rule of DADH's first upload (before commit 4381250,
+          2020-11-30); its MIRFlickr splits (query block = items 0..1999) are not the official ones.
+======== =================================================================================================
 
-A protocol is selected as ``NAME`` or ``NAME:key=value,...`` with keys ``query``, ``database``,
-``train`` and ``seed`` (e.g. ``dcmh:query=100,train=400`` for a small dataset). The sizes a
-dataset uses by default come from its spec (:attr:`DatasetSpec.protocol_params`); a selection
-that changes them is recorded under a longer name, e.g. ``dcmh-query100-train400``.
+Where the official code draws at random, the exact permutation cannot be reproduced: DCMH uses
+MATLAB's ``randperm`` on the session's global stream (no seed set), UKD numpy's legacy ``np.random.permutation``
+unseeded, and DJSRH numpy's legacy global RNG unseeded at import (``train.py:6``; ``train.py:16-17``
+seeds torch only), so even the official splits differ from run to run. For these protocols the rule
+is reproduced (the same permutation gives the same split), not the draw; the tests check sizes,
+which sets are disjoint or contained in which, the class structure (``djsrh``) and that a seed
+always gives the same split. ``ucch`` and ``dadh`` follow file order and are reproduced exactly.
+
+A protocol is selected as ``NAME`` or ``NAME:key=value,...`` with integer keys ``query``,
+``database``, ``train`` and ``seed`` (e.g. ``dcmh:query=100,train=400`` for a small dataset) and,
+for ``dadh``, ``query_at=start|end``. The values a dataset uses by default come from its spec
+(:attr:`DatasetSpec.protocol_params`); a selection that changes them is recorded under a longer
+name, e.g. ``dcmh-query100-train400`` or ``dadh-query-at-start``.
 """
 
 from __future__ import annotations
@@ -47,7 +79,9 @@ import numpy as np
 from cmhbench.data.dataset import Splits
 from cmhbench.errors import ConfigError, DataError, UnknownNameError
 
-PARAM_ORDER = ("query", "database", "train", "seed")
+PARAM_ORDER = ("query", "database", "train", "query_at", "seed")
+CHOICES: dict[str, tuple[str, ...]] = {"query_at": ("start", "end")}
+"""Keys that take one of a few words instead of an integer, with the words."""
 DEFAULT_SEED = 0
 
 Maker = Callable[[int, np.ndarray, dict], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -56,14 +90,15 @@ Maker = Callable[[int, np.ndarray, dict], tuple[np.ndarray, np.ndarray, np.ndarr
 @dataclass(frozen=True)
 class Protocol:
     """A split rule: ``make(n_items, labels, params)`` returns ``(query, database, train)`` int64
-    index lists; ``defaults`` are its sizes (None: "all the rest") and seed (absent when the rule
-    draws nothing at random); ``rule`` says it in one line and ``source`` where it comes from."""
+    index lists; ``defaults`` are its sizes (None: "all the rest"), rule options (:data:`CHOICES`)
+    and seed (absent when the rule draws nothing at random); ``rule`` says it in one line and
+    ``source`` where it comes from."""
 
     name: str
     version: int
     rule: str
     source: str
-    defaults: Mapping[str, Optional[int]]
+    defaults: Mapping[str, Optional[int | str]]
     make: Maker
 
     @property
@@ -121,10 +156,14 @@ def _dcmh(n: int, labels: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, 
     return perm[: p["query"]], database, database[: p["train"]]
 
 
-def _first_database(n: int, labels: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _dadh(n: int, labels: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.arange(n)
-    database = _rest(order, p["query"], p["database"])
-    return order[: p["query"]], database, database[: p["train"]]
+    if p["query_at"] == "end":  # DADH datasets/dataset.py:8-11 (MIRFlickr)
+        query, rest = order[n - p["query"] :], order[: n - p["query"]]
+    else:  # datasets/dataset.py:12-15 (every other dataset)
+        query, rest = order[: p["query"]], order[p["query"] :]
+    database = rest if p["database"] is None else rest[: p["database"]]
+    return query, database, database[: p["train"]]
 
 
 def _ucch(n: int, labels: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,7 +215,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "dcmh", 1,
             "random permutation; first `query` items are queries, the rest the database (permuted order); "
             "training = first `train` items of the database",
-            "jiangqy/DCMH-CVPR2017 DCMH_matlab/DCMH_release/DCMH_demo.m",
+            "jiangqy/DCMH-CVPR2017 DCMH_matlab/DCMH_matlab/DCMH_demo.m:49-57",
             {"query": 2000, "database": None, "train": 10000, "seed": DEFAULT_SEED},
             _dcmh,
         ),
@@ -184,7 +223,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "djsrh", 1,
             "class-stratified: per class, a quota of its unchosen items become queries and the next quota training "
             "items; training topped up at random to `train`; database = all non-queries",
-            "zs-zhong/DJSRH datasets.py",
+            "zs-zhong/DJSRH datasets.py:101-139,197-229",
             {"query": 2000, "train": 5000, "seed": DEFAULT_SEED},
             _djsrh,
         ),
@@ -192,24 +231,25 @@ PROTOCOLS: dict[str, Protocol] = {
             "ukd", 1,
             "random permutation; first `query` items are queries, the rest the database; training = first `train` "
             "items of the database",
-            "huhengtong/UKD_CVPR2020 teacher_model/KNN/read_data.py",
+            "huhengtong/UKD_CVPR2020 teacher_model/KNN/read_data.py:90-92, student_model/setting.py:45-51",
             {"query": 2000, "database": None, "train": 15000, "seed": DEFAULT_SEED},
             _dcmh,
         ),
         Protocol(
             "ucch", 1,
             "file order; last `query` items are queries, all others are the database and the training set",
-            "penghu-cs/UCCH src/cmdataset.py",
+            "penghu-cs/UCCH src/cmdataset.py:160-225",
             {"query": 2000},
             _ucch,
         ),
         Protocol(
-            "dadh", 1,
-            "file order; first `query` items are queries, the next `database` items the database (default: all "
-            "the rest); training = first `train` items of the database",
-            "Zjut-MultimediaPlus/DADH dataset.py, config.py",
-            {"query": 2000, "database": None, "train": 10000},
-            _first_database,
+            "dadh", 2,
+            "file order; the last (`query_at=end`, MIRFlickr) or first (`query_at=start`, other datasets) `query` "
+            "items are queries, the first `database` of the others the database (default: all of them); "
+            "training = first `train` items of the database",
+            "Zjut-MultimediaPlus/DADH datasets/dataset.py:7-15, config.py:38-54",
+            {"query": 2000, "database": None, "train": 10000, "query_at": "start"},
+            _dadh,
         ),
     )
 }
@@ -224,10 +264,11 @@ def get_protocol(name: str) -> Protocol:
     raise UnknownNameError(f"unknown protocol {name!r}{hint} (known: {', '.join(sorted(PROTOCOLS))})")
 
 
-def parse_selection(text: str) -> tuple[str, dict[str, int]]:
-    """``"dcmh:query=100,train=400"`` -> ``("dcmh", {"query": 100, "train": 400})``."""
+def parse_selection(text: str) -> tuple[str, dict[str, int | str]]:
+    """``"dcmh:query=100,train=400"`` -> ``("dcmh", {"query": 100, "train": 400})``; keys in
+    :data:`CHOICES` take one of their words (``"dadh:query_at=end"``)."""
     name, _, rest = text.strip().partition(":")
-    values: dict[str, int] = {}
+    values: dict[str, int | str] = {}
     for part in filter(None, (x.strip() for x in rest.split(","))):
         key, eq, value = part.partition("=")
         key = key.strip()
@@ -235,6 +276,11 @@ def parse_selection(text: str) -> tuple[str, dict[str, int]]:
             raise ConfigError(f"--protocol {text}: expected key=value after ':', got {part!r}")
         if key not in PARAM_ORDER:
             raise ConfigError(f"--protocol {text}: unknown size {key!r} (known: {', '.join(PARAM_ORDER)})")
+        if key in CHOICES:
+            if value.strip() not in CHOICES[key]:
+                raise ConfigError(f"--protocol {text}: {key} must be one of {', '.join(CHOICES[key])}, got {value.strip()!r}")
+            values[key] = value.strip()
+            continue
         try:
             number = int(value)
         except ValueError:
@@ -245,7 +291,12 @@ def parse_selection(text: str) -> tuple[str, dict[str, int]]:
     return name.strip(), values
 
 
-def resolve(selection: str, dataset_params: Mapping[str, Mapping[str, int]] | None = None) -> ResolvedProtocol:
+def _id_part(key: str, value: int | str) -> str:
+    """``query100``; ``query-at-end`` for a word-valued key."""
+    return f"{key.replace('_', '-')}-{value}" if key in CHOICES else f"{key}{value}"
+
+
+def resolve(selection: str, dataset_params: Mapping[str, Mapping[str, int | str]] | None = None) -> ResolvedProtocol:
     """The protocol ``selection`` (``NAME[:key=value,...]``) with the sizes a dataset uses with it.
 
     ``dataset_params`` maps protocol names to the dataset's own sizes (its spec's
@@ -261,5 +312,5 @@ def resolve(selection: str, dataset_params: Mapping[str, Mapping[str, int]] | No
     base = {**protocol.defaults, **dict((dataset_params or {}).get(name, {}))}
     params = {**base, **overrides}
     changed = [k for k in PARAM_ORDER if k in overrides and overrides[k] != base.get(k)]
-    pid = "-".join([name, *(f"{k}{params[k]}" for k in changed)])
+    pid = "-".join([name, *(_id_part(k, params[k]) for k in changed)])
     return ResolvedProtocol(protocol=protocol, params=params, id=pid)
