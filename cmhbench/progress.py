@@ -104,7 +104,12 @@ def run_label(request: Any) -> str:
     parts = [request.dataset]
     if request.protocol:
         parts.append(f"protocol {request.protocol}")
-    parts.append(f"{request.teacher} -> {request.strategy} -> {request.student}")
+    if request.student == "none":
+        parts.append(f"{request.teacher} (teacher alone)")
+    elif request.teacher == "none":
+        parts.append(f"{request.strategy} -> {request.student}")
+    else:
+        parts.append(f"{request.teacher} -> {request.strategy} -> {request.student}")
     parts.append(f"{request.bits[0]} bits seed {request.seed}")
     parts.extend(f"{key}={value}" for key, value in request.overrides)
     return " ".join(parts)

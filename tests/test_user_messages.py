@@ -154,3 +154,17 @@ def test_written_files_get_the_usual_mode_under_the_umask(tmp_path, test_plugins
         assert res.exit_code == 0 and _mode(tmp_path / "private" / "tiny" / "leaderboard.md") == 0o640
     finally:
         os.umask(old)
+
+
+def test_results_record_whether_the_checkout_had_uncommitted_changes(tmp_path, test_plugins):
+    from cmhbench.environment import git_commit
+
+    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--teacher", "cvh", "--student", "none", "--bits", "8",
+                                   "--results", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    env = json.loads(next(tmp_path.rglob("*bits-seed0-*.json")).read_text())["environment"]
+    commit = git_commit()
+    if commit is None:
+        assert env["git_dirty"] is None
+    else:
+        assert env["git_dirty"] is commit.endswith("+dirty") and env["git_commit"] == commit
