@@ -493,14 +493,10 @@ def main() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left before the last buffered lines (``... | head``)
-        from cmhbench.cli_support import _closed_pipe
+        from cmhbench.cli_support import PIPE_CLOSED_EXIT, silence_stdout
 
-        try:
-            _closed_pipe()
-        except SystemExit as exc:
-            code = exc.code
-        except Exception:  # noqa: BLE001 - typer.Exit
-            code = 141
+        silence_stdout()
+        code = PIPE_CLOSED_EXIT
     sys.exit(code)
 
 

@@ -12,8 +12,31 @@ from rich.console import Console
 
 from cmhbench.errors import CmhbenchError
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+PIPE_CLOSED_EXIT = 141  # the shell's status for SIGPIPE (128 + 13)
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away (``cmhbench ... | head``): point stdout at /dev/null, so
+    that nothing more (the interpreter's final flush included) raises; the caller then exits
+    quietly with :data:`PIPE_CLOSED_EXIT`, as ``cat`` would."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _Console(Console):
+    """rich's console, ending quietly with :data:`PIPE_CLOSED_EXIT` when stdout's reader leaves."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+        raise SystemExit(PIPE_CLOSED_EXIT)
+
+
+stdout = _Console(soft_wrap=True)
+stderr = _Console(stderr=True, soft_wrap=True)
 KINDS = ("teachers", "strategies", "students", "datasets")
 
 
@@ -22,19 +45,6 @@ def _fail(message: str, code: int) -> None:
 
     stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
-
-
-def _closed_pipe() -> None:
-    """The reader of stdout went away (``cmhbench ... | head``): stop quietly, as ``cat`` does.
-
-    stdout is pointed at /dev/null so that the interpreter's final flush raises nothing; the
-    exit status is the shell's for SIGPIPE (128 + 13)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
-    raise typer.Exit(141)
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,7 +57,8 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except BrokenPipeError:
-            _closed_pipe()
+            silence_stdout()
+            raise typer.Exit(PIPE_CLOSED_EXIT) from None
         except CmhbenchError as exc:
             if os.environ.get("CMHBENCH_DEBUG"):
                 raise

@@ -46,11 +46,13 @@ def test_eval_on_a_folder(tmp_path):
     assert_one_line_error(invoke("eval", str(tmp_path)), "is a folder; give a codes .npz file", code=2)
 
 
-def test_eval_json_into_a_closed_pipe_is_quiet(tmp_path):
+@pytest.mark.parametrize("command", [["eval", "CODES", "--json"], ["eval", "CODES"], ["list"], ["show", "djsrh", "--json"]])
+def test_output_into_a_closed_pipe_is_quiet(tmp_path, command):
     write_codes(tmp_path / "codes.npz", np.random.default_rng(0))
-    # `cmhbench eval ... --json | head -c 1`: the reader leaves before the JSON is written.
-    proc = subprocess.Popen([str(VENV_BIN / "cmhbench"), "eval", str(tmp_path / "codes.npz"), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    argv = [str(tmp_path / "codes.npz") if a == "CODES" else a for a in command]
+    # `cmhbench ... | head -c 1`: the reader leaves before the output is written.
+    proc = subprocess.Popen([str(VENV_BIN / "cmhbench"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
