@@ -2,7 +2,8 @@
 
 Paper: Shupeng Su, Zhisheng Zhong, Chao Zhang. "Deep Joint-Semantics Reconstructing Hashing for
 Large-Scale Unsupervised Cross-Modal Retrieval." ICCV 2019.
-Official code: https://github.com/zzs1994/DJSRH (``settings.py``, ``train.py``, ``models.py``).
+Official code: https://github.com/zzs1994/DJSRH (``settings.py``, ``train.py``, ``models.py``), read
+at HEAD, commit 6041c2d (2019-11-27; zs-zhong/DJSRH is the same repository at the same commit).
 
 What it does, per minibatch of ``m`` pairs (as in the official ``train``):
 
@@ -15,10 +16,16 @@ What it does, per minibatch of ``m`` pairs (as in the official ``train``):
    ``||S - cos(B_I, B_T)||^2 + lambda1 ||S - cos(B_I, B_I)||^2 + lambda2 ||S - cos(B_T, B_T)||^2``.
 5. Two SGD optimisers (image lr 0.001, text lr 0.01, momentum 0.9, weight decay 5e-4), batch 32.
 
-Defaults are the official MIRFlickr settings (beta 0.9, eta 0.4, mu 1.5, lambda1 = lambda2 = 0.1,
-80 epochs, image lr 0.001); on ``wiki`` the official Wiki settings apply (beta 0.3,
-lambda1 = lambda2 = 0.3, 200 epochs, image lr 0.01). ``synthetic`` is MIRFlickr-shaped and uses
-the MIRFlickr settings.
+Defaults are the official MIRFlickr settings (beta 0.9, lambda1 = lambda2 = 0.1, 80 epochs,
+image lr 0.001, text lr 0.01: ``settings.py:33-38``) and the settings shared by every dataset
+(batch 32, mu 1.5, eta 0.4, momentum 0.9, weight decay 5e-4: ``settings.py:56,58,59,62,63``).
+On ``wiki`` the official Wiki settings apply (beta 0.3, lambda1 = lambda2 = 0.3, 200 epochs,
+image lr 0.01, text lr 0.01: ``settings.py:18-23``). On ``nus-wide-tc10`` the official NUS-WIDE
+settings apply (``settings.py:47-52``): beta 0.6, the rest as MIRFlickr (lambda1 = lambda2 = 0.1,
+80 epochs, image lr 0.001, text lr 0.01). The official NUS-WIDE is TC10 (``settings.py:43-45``);
+``nus-wide-tc21`` (the same NUS-WIDE images and tags) takes the same NUS-WIDE settings.
+``mirflickr25k`` uses the defaults; ``synthetic`` is MIRFlickr-shaped and uses them too, as do
+datasets the official code has no setting for (``iapr-tc12``, ``mscoco``, ``raw``).
 
 Departures, and why:
 
@@ -114,6 +121,10 @@ class DJSRH:
         return torch.tanh(self.alpha * encode_in_batches(self.heads[Modality(modality)], x))
 
 
+# The official NUS-WIDE (TC10) settings, where they differ from the MIRFlickr defaults (settings.py:47).
+NUS_WIDE = {"beta": 0.6}
+
+
 @hookimpl
 def cmhbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
     """Register the ``djsrh`` teacher."""
@@ -126,7 +137,11 @@ def cmhbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
             paper="Su, Zhong, Zhang. Deep Joint-Semantics Reconstructing Hashing for Large-Scale Unsupervised "
             "Cross-Modal Retrieval. ICCV 2019.",
             code="https://github.com/zzs1994/DJSRH",
-            dataset_defaults={"wiki": {"beta": 0.3, "lambda1": 0.3, "lambda2": 0.3, "epochs": 200, "lr_image": 0.01}},
+            dataset_defaults={
+                "wiki": {"beta": 0.3, "lambda1": 0.3, "lambda2": 0.3, "epochs": 200, "lr_image": 0.01},
+                "nus-wide-tc10": NUS_WIDE,
+                "nus-wide-tc21": NUS_WIDE,
+            },
             summary="reconstructs a joint image+text cosine affinity (with a second-order term) by code cosines",
         )
     )
