@@ -1,5 +1,5 @@
-"""Deep unsupervised teachers DGCPN, UGACH and UCCH: core formulas on hand-made inputs, and that
-each learns on the tiny structured data (chance mAP about 0.25)."""
+"""Deep unsupervised teachers UGACH and UCCH (DGCPN: test_dgcpn.py): core formulas on hand-made
+inputs, and that each learns on the tiny structured data (chance mAP about 0.25)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,6 @@ import torch
 
 from method_helpers import build, cross_modal_map, paired
 from plugins_for_tests import load_tiny
-
-
-def test_dgcpn_neighbour_coherence_on_a_hand_made_affinity():
-    from cmhbench_plugins.teachers.dgcpn import dgcpn_similarity, neighbour_coherence
-
-    # items 0 and 1 share both neighbours {0, 1}; item 2's neighbours are {2, 1}
-    a = torch.tensor([[1.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.3, 1.0]])
-    c = neighbour_coherence(a, 2)
-    p = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.3, 1.0]])
-    p = p / p.sum(1, keepdim=True)
-    p = p / p.norm(dim=1, keepdim=True)
-    torch.testing.assert_close(c, p @ p.T)
-    assert torch.allclose(c.diagonal(), torch.ones(3))
-    assert c[0, 1] > c[0, 2] and c[0, 2] > 0  # 0 and 2 are coherent only through neighbour 1
-    # with k = 1 every item is its own only neighbour: no coherence between different items
-    torch.testing.assert_close(neighbour_coherence(a, 1), torch.eye(3))
-
-    image = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
-    text = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    cos = lambda x: (x / x.norm(dim=1, keepdim=True)) @ (x / x.norm(dim=1, keepdim=True)).T  # noqa: E731
-    joint = 0.6 * cos(image) + 0.4 * cos(text)
-    want = 0.7 * joint + 0.3 * (2 * neighbour_coherence(joint, 2) - 1)
-    torch.testing.assert_close(dgcpn_similarity(image, text, 0.6, 0.3, 2), want)
-
-
-def test_dgcpn_half_binary_loss_is_zero_for_matching_binary_codes():
-    from cmhbench_plugins.teachers.dgcpn import half_binary_loss
-
-    h = torch.tensor([[3.0, -2.0], [-1.0, 4.0]])
-    target = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
-    # codes whose entries have equal magnitude: continuous and binary cosines coincide
-    hb = torch.tensor([[2.0, -2.0], [-2.0, 2.0]])
-    assert half_binary_loss(hb, hb, target).item() < 1e-12
-    assert half_binary_loss(h, h, target).item() > 0
 
 
 def test_ucch_ranking_and_contrastive_terms():
@@ -86,15 +52,6 @@ def test_ugach_correlation_graph_and_hinge():
     q = torch.tensor([[0.0, 0.0]])
     assert triplet_hinge(q, torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]), 0.5).item() == 0.0
     assert abs(triplet_hinge(q, torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]]), 0.5).item() - 1.5) < 1e-6
-
-
-def test_dgcpn_teacher_learns_on_structured_data():
-    data = load_tiny()
-    torch.manual_seed(0)
-    teacher = build("teacher", "dgcpn", epochs=20, hidden=64)
-    teacher.fit(paired(data, "train"), 16)
-    i2t, t2i = cross_modal_map(teacher, data)
-    assert i2t > 0.7 and t2i > 0.7, (i2t, t2i)
 
 
 def test_ucch_teacher_learns_on_structured_data():
