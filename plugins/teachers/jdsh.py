@@ -41,19 +41,25 @@ regenerated wiki leaderboard.)
 
 Departures, and why:
 
-- Feature-based, as in ``djsrh``: MLP heads ``d -> 1024 -> bits`` for both modalities. Officially
-  (``models.py:8-30``) the image network is an ImageNet AlexNet run under ``torch.no_grad`` (frozen,
-  its two Dropout(0.5) layers active in train mode) with one trainable ``Linear(4096, bits)`` on
-  fc7, and the text net is ``d -> 4096 -> bits`` (``models.py:37-40``; ``--set teacher.hidden=4096``
-  restores the text width). ``F_I`` behind ``S_I`` is the fixed input feature; officially it is
-  that frozen fc7 output (``JDSH.py:78,81``), so no gradient flows through ``S`` either way.
+- Feature inputs (the one departure every pixel-based method shares): officially (``models.py:8-30``)
+  the image network is an ImageNet AlexNet run under ``torch.no_grad`` (frozen, its two Dropout(0.5)
+  layers active in train mode) whose fc7 output (``classifier[:6]``, after the ReLU) feeds one trainable
+  ``hash_layer = Linear(4096, bits)`` (``models.py:13,22``); the backbone cannot be run or fine-tuned on
+  pre-extracted features. Here the image network is exactly that hash layer on the input feature,
+  ``Linear(d_image, bits)``, with PyTorch's default initialisation as officially; nothing (no
+  normalisation, no scale) comes between the feature and the hash layer (``models.py:18-22``). The text
+  net is the official one whole: ``Linear(d_text, 4096) -> ReLU -> Linear(4096, bits)``
+  (``models.py:37-40``), default initialisation. Codes of both are ``tanh(a h)`` with
+  ``a = sqrt(epoch + 1)`` (``models.py:25,29-30,46,49-50``; ``JDSH.py:67-68``), ``sign`` at retrieval
+  (``utils.py:85-111``, ``compress``). ``F_I`` behind ``S_I`` is the fixed input feature; officially it is the
+  frozen fc7 output (``JDSH.py:78,81``), so no gradient flows through ``S`` either way.
 - DSDW reads both decisions off ``S~`` before weighting; the official in-place code takes the
   second mask after the first weighting, which is the same whenever ``left <= min(0, right)``, as
   in both official settings.
 - Schedule, not a departure: ``epochs`` is the official 300 (no shorter one was validated). On
-  Wiki's 2173 training pairs (67 batches per epoch, about 20k SGD steps) a 32-bit run takes about
-  0.27 s per epoch on one shared CPU core, i.e. 80-110 s (``djsrh``'s 200 Wiki epochs: 30-40 s);
-  ``--set teacher.epochs=150`` halves that.
+  Wiki's 2173 training pairs (67 batches per epoch, about 20k SGD steps) a 32-bit fit takes 46-50 s
+  on one shared CPU core (about 0.16 s per epoch; the official code on the same features: 59-69 s,
+  ``benchmarks/fidelity.md``); ``--set teacher.epochs=150`` halves that.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, l2_normalize, minibatches, paired_mlp_heads, sgd_per_head, step
+from cmhbench.training import encode_in_batches, l2_normalize, minibatches, mlp, sgd_per_head, step
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -99,11 +105,12 @@ class JDSHConfig:
     weight_decay: float = hp(5e-4, "SGD weight decay", ge=0)
     batch_size: int = hp(32, "pairs per minibatch", ge=2)
     epochs: int = hp(300, "passes over the training pairs", ge=1)
-    hidden: int = hp(1024, "hidden width of both heads (official text head: 4096)", ge=1)
+    hidden: int = hp(4096, "hidden width of the text net (official: 4096, models.py:37-40)", ge=1)
 
 
 class JDSH:
-    """Two MLP hash heads trained to reconstruct the DSDW-weighted joint-modal similarity."""
+    """A linear image hash layer and a one-hidden-layer text net trained to reconstruct the DSDW-weighted
+    joint-modal similarity."""
 
     def __init__(self, config: JDSHConfig, ctx: RunContext) -> None:
         self.config = config
@@ -146,7 +153,7 @@ class JDSH:
         """Train both heads for ``epochs`` passes of minibatch SGD."""
         c = self.config
         dev = self.ctx.device
-        self.heads = paired_mlp_heads(train.image.shape[1], train.text.shape[1], c.hidden, bits, dev)
+        self.heads = official_nets(train.image.shape[1], train.text.shape[1], c.hidden, bits, dev)
         lrs = {Modality.IMAGE: c.lr_image, Modality.TEXT: c.lr_text}
         optimisers = sgd_per_head(self.heads, lrs, c.momentum, c.weight_decay)
         gen = self.ctx.generator()
@@ -166,6 +173,16 @@ class JDSH:
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, bits)`` ``tanh(a h)`` outputs (continuous; sign gives codes)."""
         return torch.tanh(self.code_scale * encode_in_batches(self.heads[Modality(modality)], x))
+
+
+def official_nets(image_dim: int, text_dim: int, hidden: int, bits: int, device: torch.device) -> dict:
+    """``{IMAGE: Linear(d_image, bits), TEXT: Linear(d_text, hidden) -> ReLU -> Linear(hidden, bits)}`` on
+    ``device``: the official ``ImgNet.hash_layer`` (``models.py:13``) and ``TxtNet.net`` (``models.py:37-40``),
+    default initialisation. The image layer is built first, as officially (``JDSH.py:48,52``)."""
+    return {
+        Modality.IMAGE: torch.nn.Linear(image_dim, bits).to(device),
+        Modality.TEXT: mlp(text_dim, [hidden], bits).to(device),
+    }
 
 
 # config/JDSH_NUSWIDE.json at caa8224, where it differs from config/JDSH_MIRFlickr.json (the defaults).
