@@ -115,7 +115,7 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import F, nn, torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, l2_normalize, minibatches
+from cmhbench.training import encode_in_batches, l2_normalize, minibatches, sgd_per_head, step
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -236,10 +236,8 @@ class DGCPN:
             Modality.IMAGE: hash_net(image_dim, c.hidden, bits, c.dropout).to(dev),
             Modality.TEXT: hash_net(text_dim, c.hidden, bits, c.dropout, c.text_init_std).to(dev),
         }
-        self.optimisers = {
-            m: torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-            for m, net in self.nets.items()
-        }
+        lrs = {m: c.lr for m in self.nets}
+        self.optimisers = dict(zip(self.nets, sgd_per_head(self.nets, lrs, c.momentum, c.weight_decay)))
 
     def train_batch(self, image: Tensor, text: Tensor, target: Tensor) -> Tensor:
         """The three official optimiser steps on one minibatch (``train_div.py:149-172``); returns
@@ -252,22 +250,10 @@ class DGCPN:
             return dgcpn_loss(code_i, code_t, target, c.pair_target, c.dis_weight, c.cons_weight)
 
         joint = loss(torch.tanh(net_i(image)), torch.tanh(net_t(text)))
-        opt_i.zero_grad(set_to_none=True)
-        opt_t.zero_grad(set_to_none=True)
-        joint.backward()
-        opt_i.step()
-        opt_t.step()
-
+        step([opt_i, opt_t], joint)
         code_i, code_t = torch.tanh(net_i(image)), torch.tanh(net_t(text))
-        image_step = loss(code_i, torch.sign(code_t).detach())
-        opt_i.zero_grad(set_to_none=True)
-        image_step.backward()
-        opt_i.step()
-
-        text_step = loss(torch.sign(code_i).detach(), code_t)
-        opt_t.zero_grad(set_to_none=True)
-        text_step.backward()
-        opt_t.step()
+        step([opt_i], loss(code_i, torch.sign(code_t).detach()))
+        step([opt_t], loss(torch.sign(code_i).detach(), code_t))
         return joint.detach()
 
     def fit(self, train: PairedFeatures, bits: int) -> None:
