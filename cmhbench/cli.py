@@ -145,7 +145,9 @@ def _print_run_table(outcomes) -> None:
         f"protocol {names['protocol']}, seed {names['seed']}"
     )
     if first.get("non_default"):
-        title += " [" + ", ".join(f"{k}={v}" for k, v in first["non_default"].items()) + "]"
+        from cmhbench.config import settings_tag
+
+        title += f" [{settings_tag(first['non_default'])}]"
     table = Table(title=title, title_justify="left")
     for col in ("bits", "i2t mAP", "t2i mAP", "i2t mAP@50", "t2i mAP@50", "train s", "status"):
         table.add_column(col, justify="right" if col != "status" else "left")

@@ -148,9 +148,7 @@ def data_info(
     info = dataset_info(name, data_dir, checksums)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
-        loaded = info.get("loaded")
-        if loaded and "error" in loaded:
-            raise DataError(f"{info['name']}: the files found cannot be loaded: {loaded['error']}")
+        _fail_if_unloadable(info)
         return
     stdout.print(f"[bold]{info['name']}[/]: {info['description']}", highlight=False)
     stdout.print(f"paper: {info['paper']}", highlight=False)
@@ -216,6 +214,12 @@ def data_info(
                 stdout.print(f"    {f['name']}  sha256 {f['sha256'] or 'not published'}", highlight=False, markup=False)
     else:
         stdout.print("fetch: no public address cmhbench can download from; place the files by hand", highlight=False)
+    _fail_if_unloadable(info)
+
+
+def _fail_if_unloadable(info: dict[str, Any]) -> None:
+    """Exit with an error (after the information was printed) when the files found did not load."""
+    loaded = info.get("loaded")
     if loaded and "error" in loaded:
         raise DataError(f"{info['name']}: the files found cannot be loaded: {loaded['error']}")
 

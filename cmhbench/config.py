@@ -211,6 +211,20 @@ def non_default_settings(configs: Mapping[str, Mapping[str, Any]], defaults: Map
     return out
 
 
+def value_text(value: Any) -> str:
+    """A hyperparameter value as ``--set`` takes it: ``true``/``false``, lists comma-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(value_text(v) for v in value)
+    return str(value)
+
+
+def settings_tag(settings: Mapping[str, Any]) -> str:
+    """``role.key=value, ...``: how tables and run titles show settings that are not the defaults."""
+    return ", ".join(f"{key}={value_text(value)}" for key, value in settings.items())
+
+
 def config_hash(payload: Any) -> str:
     """A short, stable hex digest of a JSON-serialisable payload (sorted keys)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from cmhbench.config import settings_tag
 from cmhbench.errors import DataError
 from cmhbench.leaderboard.reported import ReportedTable, reported_for
 from cmhbench.results.frame import KEY_COLUMNS, results_frame
@@ -129,13 +130,13 @@ def _variant_labels(part: pd.DataFrame, registry: Any = None) -> dict[tuple, str
             result = json.loads(Path(path).read_text())
             settings[variant] = _non_default(result, registry)
             flat[variant] = {**_flatten(result["config"]), **{f"evaluation.{k}": v for k, v in result.get("evaluation", {}).items()}}
-        tags = {v: _tag(s) for v, s in settings.items()}
+        tags = {v: settings_tag(s) for v, s in settings.items()}
         if len(set(tags.values())) < len(tags):
             keys = sorted({k for c in flat.values() for k in c})
             differing = [k for k in keys if len({json.dumps(c.get(k)) for c in flat.values()}) > 1]
             for variant in tags:
                 extra = {k: flat[variant].get(k) for k in differing if k not in settings[variant]}
-                tags[variant] = _tag({**settings[variant], **extra})
+                tags[variant] = settings_tag({**settings[variant], **extra})
         for variant, tag in tags.items():
             labels[(*pipeline, variant)] = tag
     return labels
@@ -154,18 +155,6 @@ def _non_default(result: dict[str, Any], registry: Any) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a method or field this installation does not know
             pass
     return dict(result.get("non_default", {}))
-
-
-def _tag(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_value_text(v)}" for k, v in settings.items())
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(_value_text(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _flatten(config: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from cmhbench.config import value_text
 from cmhbench.errors import ConfigError, DataError
 from cmhbench.registry import Registry
 from cmhbench.runner import NONE, RunRequest, resolve_pipeline
@@ -104,16 +105,8 @@ def _set_grid(block: dict, where: str) -> list[tuple[tuple[str, str], ...]]:
     axes = []
     for key, value in table.items():
         values = value if isinstance(value, list) else [value]
-        axes.append([(str(key), _as_text(v)) for v in values])
+        axes.append([(str(key), value_text(v)) for v in values])
     return [tuple(combo) for combo in itertools.product(*axes)] if axes else [()]
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_as_text(v) for v in value)
-    return str(value)
 
 
 def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = None, device: str = "auto") -> Sweep:
