@@ -203,3 +203,23 @@ def test_codes_strategy_on_a_teacher_is_a_valid_similarity(mode):
     labels = torch.from_numpy(data.labels[data.splits.train].astype(np.float32))
     same = (labels @ labels.T) > 0
     assert s[same].mean() > s[~same].mean() + 0.05
+
+
+def test_cvh_toolbox_solver_solves_the_toolbox_eigenproblem():
+    """``solver=toolbox``: Cxy Cyy Cxy^T a = lam Cxx a on uncentred scatter matrices, text side derived."""
+    train = _random_pairs()
+    model = build("teacher", "cvh", solver="toolbox", toolbox_lambda=1e-4)
+    model.fit(train, 4)
+    x, y = train.image.double(), train.text.double()
+    cxx = x.T @ x + 1e-4 * torch.eye(x.shape[1], dtype=torch.float64)
+    cyy = y.T @ y + 1e-4 * torch.eye(y.shape[1], dtype=torch.float64)
+    cxy = x.T @ y
+    ax = model.projection[Modality.IMAGE].double()
+    lam = model.correlations.double()
+    lhs = cxy @ cyy @ cxy.T @ ax
+    torch.testing.assert_close(lhs, cxx @ ax * lam, atol=1e-3 * float(lhs.abs().max()), rtol=0)
+    assert torch.all(lam[:-1] >= lam[1:]) and torch.all(lam > 0)
+    ay = model.projection[Modality.TEXT].double()
+    torch.testing.assert_close(ay, torch.linalg.solve(cyy, cxy.T @ ax) / lam.sqrt(), atol=1e-4, rtol=1e-3)
+    # no centring: encode is the plain projection
+    torch.testing.assert_close(model.encode(train.image, Modality.IMAGE).double(), x @ ax, atol=1e-3, rtol=1e-4)

@@ -36,6 +36,19 @@ rankings and carry no cross-view information. Those ``bits - r`` columns are set
 views, so the harness's ``sign`` makes them constant (+1) bits that leave every ranking unchanged.
 On Wiki (10-d LDA text, rank 9 after centring) at 32 bits, CVH therefore has 9-10 informative bits;
 this is the method's limit on that data, not a shortcut.
+
+The toolbox variant (``--set teacher.solver=toolbox``). Later papers' CVH rows (the UCCH tables
+among them, whose authors re-ran every baseline) most likely come from MATLAB functions that
+circulate between code bases (``CVH_learn``, ``CVHtrainCCA``, ``CVH_compress``, found by code
+search; they are not an official release). They solve a different problem from the paper's:
+uncentred scatter matrices ``X^T X + lambda I`` with ``lambda = 1e-4`` (the demo scripts'
+``CVHparam.lambda``), the image projections from ``eigs(Cxy * Cyy * Cxy', Cxx, bits, 'lr')`` (``Cyy``
+where CCA has ``Cyy^-1``), the text ones ``Cyy^-1 Cxy' Wx D^-1/2``, and the codes ``W' x > 0`` with no
+centring. ``solver=toolbox`` reproduces that (``toolbox_projections``) so that a reported row can
+be compared with what produced it; the default stays the paper's problem. Measured, seed 0 (the
+fit is deterministic), mAP@all i2t / t2i: Wiki 0.1862 / 0.1787 (``cca``) vs 0.1776 / 0.1381
+(``toolbox``) at 32 bits (16 bits: same / 0.1568; 64: same / 0.1278, the toolbox's image-only bits
+beyond the text rank add noise); ``synthetic`` 0.3096 / 0.3110 vs 0.2719 / 0.2714 at 32 bits.
 """
 
 from __future__ import annotations
@@ -59,6 +72,11 @@ class CVHConfig:
     """CVH hyperparameters."""
 
     reg: float = hp(1e-3, "ridge added to each view's covariance, relative to its mean variance", ge=0)
+    solver: str = hp("cca", "cca: the paper's problem (centred, closed form); toolbox: the circulating "
+                     "CVH_learn/CVHtrainCCA re-implementation (uncentred, eigs of Cxy Cyy Cxy^T)",
+                     choices=("cca", "toolbox"))
+    toolbox_lambda: float = hp(1e-4, "toolbox solver only: ridge lambda * I on the uncentred scatter "
+                               "matrices (its demo scripts' CVHparam.lambda)", ge=0)
 
 
 def ridge_covariance(x: Tensor, reg: float) -> Tensor:
@@ -94,6 +112,39 @@ def cvh_projections(x: Tensor, y: Tensor, bits: int, reg: float) -> tuple[Tensor
     return a_x, a_y, rho[:r]
 
 
+def toolbox_projections(x: Tensor, y: Tensor, bits: int, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The circulating toolbox's CVH on uncentred ``(n, dx)`` ``x`` and ``(n, dy)`` ``y``.
+
+    ``Cxx = x^T x + lam I``, ``Cyy = y^T y + lam I``, ``Cxy = x^T y`` (scatter, not covariance,
+    and no centring); ``A_x`` holds the generalised eigenvectors of ``(Cxy Cyy Cxy^T, Cxx)`` with the
+    ``bits`` largest eigenvalues ``lam_k`` (``eigs(A, B, bits, 'lr')``) and
+    ``A_y = Cyy^-1 Cxy^T A_x diag(lam_k^-1/2)``. Returns float64 ``(dx, bits)``, ``(dy, bits)`` and
+    the eigenvalues ``(bits,)``. Where ``lam_k`` is numerically zero (``bits`` beyond the rank
+    ``dy`` of ``A``) the toolbox divides by ``sqrt(0)``; here those text columns are zero (a
+    constant bit), the image columns stay (noise bits, as in the toolbox).
+    """
+    x, y = x.double(), y.double()
+    cxx = x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    cyy = y.T @ y + lam * torch.eye(y.shape[1], dtype=y.dtype, device=y.device)
+    cxy = x.T @ y
+    a = cxy @ cyy @ cxy.T
+    lx = torch.linalg.cholesky(cxx)
+    whitened = torch.linalg.solve_triangular(lx, a, upper=False)
+    whitened = torch.linalg.solve_triangular(lx, whitened.T, upper=False).T
+    values, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)
+    order = torch.argsort(values, descending=True)[:bits]
+    values = values[order]
+    a_x = torch.linalg.solve_triangular(lx.T, vectors[:, order], upper=True)
+    informative = values > values[0].clamp(min=0) * 1e-10
+    scale = torch.where(informative, values.clamp(min=1e-300).rsqrt(), torch.zeros_like(values))
+    a_y = torch.linalg.solve(cyy, cxy.T @ a_x) * scale
+    if a_x.shape[1] < bits:  # dx < bits: no more eigenvectors; constant bits
+        pad = bits - a_x.shape[1]
+        a_x = torch.cat([a_x, a_x.new_zeros(a_x.shape[0], pad)], dim=1)
+        a_y = torch.cat([a_y, a_y.new_zeros(a_y.shape[0], pad)], dim=1)
+    return a_x, a_y, values
+
+
 class CVH:
     """Linear hash functions per view from the closed-form CVH eigenproblem."""
 
@@ -105,12 +156,18 @@ class CVH:
         self.correlations: Tensor = torch.empty(0)
 
     def fit(self, train: PairedFeatures, bits: int) -> None:
-        """Centre both views by their training means and solve for the ``bits`` projections."""
+        """Centre both views by their training means (``cca``; the toolbox does not centre) and solve
+        for the ``bits`` projections."""
+        toolbox = self.config.solver == "toolbox"
         for modality in Modality:
-            self.mean[modality] = train.get(modality).float().mean(0, keepdim=True)
+            mean = train.get(modality).float().mean(0, keepdim=True)
+            self.mean[modality] = torch.zeros_like(mean) if toolbox else mean
         x = train.image.float() - self.mean[Modality.IMAGE]
         y = train.text.float() - self.mean[Modality.TEXT]
-        a_x, a_y, rho = cvh_projections(x, y, bits, self.config.reg)
+        if toolbox:
+            a_x, a_y, rho = toolbox_projections(x, y, bits, self.config.toolbox_lambda)
+        else:
+            a_x, a_y, rho = cvh_projections(x, y, bits, self.config.reg)
         self.projection = {Modality.IMAGE: a_x.float(), Modality.TEXT: a_y.float()}
         self.correlations = rho.float()
 
