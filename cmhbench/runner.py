@@ -348,10 +348,11 @@ class Runner:
             t0 = time.perf_counter()
             with plugin_guard(pipeline.strategy, "distill"), torch.no_grad():
                 supervision = strategy.distill(teacher, train if pipeline.strategy.uses_labels else train_unlabelled)
-            if not isinstance(supervision, Supervision) or supervision.similarity.shape != (len(train), len(train)):
+            # checked through the operator: n only, no n x n matrix (Supervision checked its values)
+            if not isinstance(supervision, Supervision) or supervision.n != len(train):
                 raise PluginError(
                     f"strategy {pipeline.strategy.name!r} must return a Supervision with an "
-                    f"({len(train)}, {len(train)}) similarity matrix"
+                    f"({len(train)}, {len(train)}) similarity (its n is the number of training pairs)"
                 )
             timings["distill_s"] = time.perf_counter() - t0
             model = self._build(pipeline.student, pipeline.configs["student"], device, request.seed, "student")

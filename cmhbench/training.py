@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from cmhbench.interfaces import SimilarityOperator
 from cmhbench.lazy import nn, no_grad, torch
 
 if TYPE_CHECKING:
@@ -70,24 +71,163 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
 
 
 @no_grad
-def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
-    """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
-    included), by Euclidean distance or cosine similarity; ties go to the lower index."""
+def knn_orders(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(start, order)`` per block of ``chunk`` consecutive rows of ``(n, d)`` ``features``:
+    ``order`` ``(m, k)`` int64 holds, for rows ``start .. start+m-1``, the indices of their k nearest
+    rows (themselves included) by Euclidean distance (squared, from float64 inner products) or cosine
+    similarity, nearest first; ties go to the lower index (stable sort). :func:`knn_mask` is this."""
     z = features.double()
     if metric == "cosine":
         z = l2_normalize(z)
     n = z.shape[0]
     sq = (z * z).sum(1)
-    mask = torch.zeros(n, n, dtype=torch.bool, device=z.device)
     for start in range(0, n, chunk):
         block = z[start : start + chunk]
         if metric == "cosine":
             key = -(block @ z.T)
         else:
             key = (sq[start : start + chunk, None] - 2.0 * block @ z.T + sq[None, :]).clamp_(min=0.0)
-        order = torch.sort(key, dim=1, stable=True).indices[:, :k]
-        mask[start : start + chunk].scatter_(1, order, True)
+        yield start, torch.sort(key, dim=1, stable=True).indices[:, :k]
+
+
+@no_grad
+def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
+    """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
+    included), by Euclidean distance or cosine similarity; ties go to the lower index."""
+    n = features.shape[0]
+    mask = torch.zeros(n, n, dtype=torch.bool, device=features.device)
+    for start, order in knn_orders(features, k, metric, chunk):
+        mask[start : start + order.shape[0]].scatter_(1, order, True)
     return mask
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """``(m, w)`` bool -> ``(m, ceil(w / 8))`` uint8; column j is bit ``j % 8`` (least significant
+    first) of byte ``j // 8``; the padding bits are 0."""
+    m, w = mask.shape
+    out = torch.zeros(m, (w + 7) // 8, dtype=torch.uint8, device=mask.device)
+    for bit in range(8):
+        plane = mask[:, bit::8].to(torch.uint8)
+        out[:, : plane.shape[1]] |= plane << bit
+    return out
+
+
+def unpack_bits(packed: Tensor, width: Optional[int] = None) -> Tensor:
+    """``(m, b)`` uint8 from :func:`pack_bits` -> ``(m, width)`` bool (``width`` default ``8 b``)."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = ((packed.unsqueeze(-1) >> shifts) & 1).bool().reshape(packed.shape[0], -1)
+    return bits if width is None else bits[:, :width]
+
+
+@no_grad
+def symmetrise_bits_(packed: Tensor, n: int, tile: int = 4096) -> Tensor:
+    """In place, the ``(n, ceil(n / 8))`` packed 0/1 matrix ``M`` becomes ``M | M^T``, tile pair by
+    tile pair (``tile`` a multiple of 8; two ``(tile, tile)`` bool tiles at a time). Returns it."""
+    if tile % 8:
+        raise ValueError("tile must be a multiple of 8")
+    for a in range(0, n, tile):
+        ta = min(tile, n - a)
+        for b in range(a, n, tile):
+            tb = min(tile, n - b)
+            ab = unpack_bits(packed[a : a + ta, b // 8 : (b + tb + 7) // 8], tb)
+            ba = unpack_bits(packed[b : b + tb, a // 8 : (a + ta + 7) // 8], ta)
+            both = ab | ba.T
+            packed[a : a + ta, b // 8 : (b + tb + 7) // 8] = pack_bits(both)
+            if b != a:
+                packed[b : b + tb, a // 8 : (a + ta + 7) // 8] = pack_bits(both.T)
+    return packed
+
+
+class BitSimilarity(SimilarityOperator):
+    """A 0/1 similarity kept as an ``(n, ceil(n / 8))`` uint8 bit matrix (:func:`pack_bits`): n^2 / 8
+    bytes (4.25 GB at n = 184,477) whatever the share of similar pairs. ``block`` unpacks the
+    requested entries as float32 exactly."""
+
+    def __init__(self, packed: Tensor, n: int, symmetric: bool = False) -> None:
+        if packed.dtype != torch.uint8 or tuple(packed.shape) != (n, (n + 7) // 8):
+            raise ValueError(f"packed bits must be uint8 of shape ({n}, {(n + 7) // 8}), got {packed.dtype} {tuple(packed.shape)}")
+        self.packed = packed
+        self.n = n
+        self.symmetric = symmetric
+
+    @property
+    def device(self) -> torch.device:
+        return self.packed.device
+
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
+        if cols is None:
+            return unpack_bits(self.packed[rows], self.n).float()
+        byte = self.packed[rows[:, None], (cols >> 3)[None, :]]
+        return ((byte >> (cols & 7).to(torch.uint8)[None, :]) & 1).float()
+
+    def mean(self) -> float:
+        """The share of 1 entries, :meth:`count` / n^2."""
+        return self.count() / (self.n * self.n) if self.n else 0.0
+
+    def count(self) -> int:
+        """The number of 1 entries (a popcount over the bytes, in row chunks)."""
+        table = torch.tensor([bin(v).count("1") for v in range(256)], dtype=torch.int64, device=self.device)
+        step_rows = max(1, (1 << 24) // max(1, self.packed.shape[1]))
+        return sum(int(table[self.packed[s : s + step_rows].long()].sum()) for s in range(0, self.n, step_rows))
+
+
+@no_grad
+def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+    """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, where ``M_ij = 1`` iff j is
+    among i's k nearest rows in any of the ``(n, d_s)`` feature matrices ``spaces``: exactly
+    ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included (the same
+    :func:`knn_orders` rows), built a ``chunk`` of rows at a time into an n^2 / 8-byte bit matrix
+    (never an n x n tensor)."""
+    n = spaces[0].shape[0]
+    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
+    for parts in zip(*(knn_orders(z, k, metric, chunk) for z in spaces)):
+        start, m = parts[0][0], parts[0][1].shape[0]
+        rows = torch.zeros(m, n, dtype=torch.bool, device=packed.device)
+        for _, order in parts:
+            rows.scatter_(1, order, True)
+        rows[torch.arange(m, device=rows.device), torch.arange(start, start + m, device=rows.device)] = True
+        packed[start : start + m] = pack_bits(rows)
+    return BitSimilarity(symmetrise_bits_(packed, n), n, symmetric=True)
+
+
+def fill_block_diagonal_(block: Tensor, rows: Tensor, cols: Optional[Tensor] = None, value: float = 1.0) -> Tensor:
+    """Set the entries of ``block`` ``= S[rows][:, cols]`` (``cols`` None: all columns) that lie on the
+    diagonal of S (``rows[p] == cols[q]``) to ``value``, in place; returns ``block``."""
+    if cols is None:
+        block[torch.arange(len(rows), device=block.device), rows] = value
+    else:
+        block[rows[:, None] == cols[None, :]] = value
+    return block
+
+
+def kth_largest(chunks: Callable[[], Iterator[Tensor]], k: int) -> float:
+    """The exact k-th largest (1-based) of all the float32 values that ``chunks()`` yields, over two
+    passes (``chunks`` is called twice and must yield the same values), without holding them: a
+    radix selection on the values' order-preserving int32 keys, the upper 16 bits in the first
+    pass, the lower 16 among the values that share the selected upper bits in the second. No NaN."""
+    def keys(x: Tensor) -> Tensor:
+        i = x.float().contiguous().view(torch.int32).flatten()
+        return i ^ ((i >> 31) & 0x7FFFFFFF)  # signed order = float order (-0.0 just below +0.0)
+
+    hi_counts = None
+    for x in chunks():
+        h = torch.bincount((keys(x) >> 16) + 32768, minlength=1 << 16)
+        hi_counts = h if hi_counts is None else hi_counts + h
+    if hi_counts is None or k < 1 or k > int(hi_counts.sum()):
+        raise ValueError(f"k = {k} is outside 1 .. the number of values")
+    above = torch.flip(torch.cumsum(torch.flip(hi_counts, [0]), 0), [0])  # above[b] = count(hi >= b)
+    hi = int(torch.nonzero(above >= k).max())
+    rank = k - (int(above[hi + 1]) if hi + 1 < (1 << 16) else 0)  # rank within the bucket hi
+    lo_counts = torch.zeros(1 << 16, dtype=torch.int64, device=hi_counts.device)
+    for x in chunks():
+        key = keys(x)
+        lo_counts += torch.bincount(key[(key >> 16) == hi - 32768] & 0xFFFF, minlength=1 << 16)
+    above_lo = torch.flip(torch.cumsum(torch.flip(lo_counts, [0]), 0), [0])
+    lo = int(torch.nonzero(above_lo >= rank).max())
+    key = (hi - 32768) * 65536 + lo
+    bits = key if key >= 0 else key ^ 0x7FFFFFFF  # back to the float's int32 bit pattern
+    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
 
 
 def paired_mlp_heads(image_dim: int, text_dim: int, hidden: int, bits: int, device: torch.device) -> dict:

@@ -5,21 +5,55 @@ supervised CMH method (DCMH, SSAH, DADH, ...) is trained on. It reads the traini
 declares ``uses_labels``), uses no teacher, and hands the multi-hot labels to the student as
 ``soft_labels``. A distilled student that comes close to ``labels -> student`` has recovered most
 of what supervision offers; no distillation strategy should be compared as if it had labels.
+
+The similarity is handed over as an operator (:class:`LabelOverlap`) that keeps only the ``(n, c)``
+labels and computes any block ``1[L_rows L_cols^T > 0]`` on demand (7.4 MB for the 184,477 training
+pairs and 10 concepts of NUS-WIDE TC10 under the ``ucch`` protocol, where the dense matrix would take
+136 GB); for 0/1 labels every block is exactly the dense matrix's entries (integer inner products
+are exact in float32).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.interfaces import PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
+from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
 class LabelsConfig:
     """No hyperparameters."""
+
+
+class LabelOverlap(SimilarityOperator):
+    """``S_ij = 1[l_i . l_j > 0]`` from the ``(n, c)`` float32 multi-hot labels ``L``, block by block."""
+
+    symmetric = True
+
+    def __init__(self, labels: Tensor) -> None:
+        self.labels = labels
+        self.n = int(labels.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 0/1: ``L[rows] L[cols]^T > 0``."""
+        other = self.labels if cols is None else self.labels[cols]
+        return (self.labels[rows] @ other.T > 0).float()
+
+    def dense(self) -> Tensor:
+        """``(L L^T > 0)`` in one product (the matrix this strategy always handed over)."""
+        check_dense_fits(self.n, self.device)
+        return (self.labels @ self.labels.T > 0).float()
 
 
 class LabelSimilarity:
@@ -33,12 +67,9 @@ class LabelSimilarity:
         if train.labels is None:
             raise ValueError("the labels strategy needs the training labels")
         labels = train.labels.float()
-        similarity = (labels @ labels.T > 0).float()
-        return Supervision(
-            similarity=similarity,
-            soft_labels=labels,
-            info={"similar_fraction": float(similarity.mean())},
-        )
+        supervision = Supervision(LabelOverlap(labels), soft_labels=labels)
+        supervision.info["similar_fraction"] = supervision.mean()
+        return supervision
 
 
 @hookimpl

@@ -44,6 +44,17 @@ precision 0.54 / 0.39.
 
 Computation: ``S_F = U M U^T`` with ``U = [Z_I, Z_T]`` ``(n, 2 bits)`` and a small ``M``, so
 ``S_R = U ((1 - eta) M + eta M (U^T U) M / n) U^T`` costs O(n^2 bits) instead of O(n^3).
+
+What is kept, never the dense n x n matrix (136 GB at n = 184,477): the low-rank factors ``U K``
+and ``U`` (float32, ``(n, 2 bits)`` each: 189 MB at n = 184,477 and 64 bits) and, in binary mode,
+the threshold ``t``; a block of ``S_R`` is ``(clamp(UK_rows U_cols^T) + clamp(UK_cols U_rows^T)^T) / 2``
+(:class:`ReconstructedSimilarity`). ``t`` is the exact ``similar_fraction``-quantile of the
+off-diagonal ``S_R``: where the dense matrix is kept (``Supervision``'s ``DENSE_CACHE_BYTES``, 2 GiB,
+n <= 23,170) from that matrix by ``kthvalue``, as always, so the handed-over matrix is exactly the
+one this strategy always built; above, by a radix selection over two chunked passes
+(:func:`cmhbench.training.kth_largest`). Blocks computed on demand agree with the one-piece matrix
+to float32 rounding (a matrix product's rounding depends on its shape), so a pair whose ``S_R`` lies
+within rounding of ``t`` may read differently in two differently shaped blocks.
 """
 
 from __future__ import annotations
@@ -54,10 +65,11 @@ from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher,
+                                 check_dense_fits, dense_is_cached, row_chunks)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import l2_normalize
+from cmhbench.training import fill_block_diagonal_, kth_largest, l2_normalize
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -72,6 +84,66 @@ class SAKDHConfig:
     eta: float = hp(0.4, "weight of the second-order reconstruction term S_F S_F^T / n (DJSRH's value)", ge=0, le=1)
     mode: Literal["binary", "soft"] = hp("binary", "binary: top pairs of S_R are similar; soft: (S_R + 1) / 2", choices=("binary", "soft"))
     similar_fraction: float = hp(0.05, "share of off-diagonal pairs marked similar in binary mode", gt=0, le=1)
+
+
+class ReconstructedSimilarity(SimilarityOperator):
+    """``S`` from ``S_R = (clamp(UK U^T) + clamp(UK U^T)^T) / 2``: soft ``(S_R + 1) / 2`` (``threshold``
+    None) or binary ``1[S_R >= threshold]``, unit diagonal. ``uk``, ``u``: ``(n, 2 bits)`` float32."""
+
+    symmetric = True
+
+    def __init__(self, uk: Tensor, u: Tensor, threshold: Optional[float] = None) -> None:
+        self.uk, self.u = uk, u
+        self.threshold = threshold
+        self.n = int(u.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.u.device
+
+    def reconstructed_block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 block of the symmetrised ``S_R`` (in [-1, 1])."""
+        uk_cols, u_cols = (self.uk, self.u) if cols is None else (self.uk[cols], self.u[cols])
+        forward = (self.uk[rows] @ u_cols.T).clamp_(-1.0, 1.0)
+        backward = (uk_cols @ self.u[rows].T).clamp_(-1.0, 1.0)
+        return 0.5 * (forward + backward.T)
+
+    def reconstructed_dense(self) -> Tensor:
+        """``(n, n)`` float32 symmetrised ``S_R`` in one product."""
+        s_r = (self.uk @ self.u.T).clamp_(-1.0, 1.0)
+        return 0.5 * (s_r + s_r.T)  # exact symmetry despite float rounding
+
+    def _finish(self, s_r: Tensor) -> Tensor:
+        return (s_r + 1.0) / 2.0 if self.threshold is None else (s_r >= self.threshold).float()
+
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 entries in [0, 1]."""
+        return fill_block_diagonal_(self._finish(self.reconstructed_block(rows, cols)), rows, cols)
+
+    def dense(self) -> Tensor:
+        """The whole matrix from :meth:`reconstructed_dense` (what this strategy always handed over)."""
+        check_dense_fits(self.n, self.device)
+        s = self._finish(self.reconstructed_dense())
+        s.fill_diagonal_(1.0)
+        return s
+
+    def kth_largest_off_diagonal(self, k: int) -> float:
+        """The exact k-th largest off-diagonal entry of ``S_R``: by ``kthvalue`` on the one-piece matrix
+        where a Supervision keeps it dense, else by :func:`kth_largest` over row chunks."""
+        n = self.n
+        if dense_is_cached(n):
+            masked = self.reconstructed_dense()
+            masked.fill_diagonal_(float("-inf"))
+            # the k-th largest off-diagonal value: diagonal entries (-inf) sort first.
+            return torch.kthvalue(masked.flatten(), n * n - k + 1).values.item()
+
+        def chunks():
+            for rows in row_chunks(n, device=self.device):
+                values = self.reconstructed_block(rows)
+                values[torch.arange(len(rows), device=self.device), rows] = float("-inf")
+                yield values
+
+        return kth_largest(chunks, k)
 
 
 class SAKDHStrategy:
@@ -94,43 +166,40 @@ class SAKDHStrategy:
             ]
         )
 
-    def reconstructed(self, out_image: Tensor, out_text: Tensor) -> Tensor:
-        """``(n, n)`` float32 ``S_R`` (in [-1, 1]) from ``(n, bits)`` teacher outputs of both modalities."""
+    def factors(self, out_image: Tensor, out_text: Tensor) -> tuple[Tensor, Tensor]:
+        """``(U K, U)``, float32 ``(n, 2 bits)`` each, with ``S_R = U K U^T`` from ``(n, bits)`` teacher outputs."""
         u = torch.cat([l2_normalize(out_image.double()), l2_normalize(out_text.double())], dim=1)
         n = u.shape[0]
         m = self.fusion_weights(out_image.shape[1], u.device)
         k = (1.0 - self.config.eta) * m + self.config.eta * (m @ (u.T @ u) @ m) / n
-        uk = (u @ k).float()
-        return (uk @ u.float().T).clamp_(-1.0, 1.0)
+        return (u @ k).float(), u.float()
+
+    def reconstructed(self, out_image: Tensor, out_text: Tensor) -> Tensor:
+        """``(n, n)`` float32 ``S_R`` (in [-1, 1], before symmetrisation) from ``(n, bits)`` teacher outputs."""
+        uk, u = self.factors(out_image, out_text)
+        return (uk @ u.T).clamp_(-1.0, 1.0)
 
     def distill(self, teacher: Optional[Teacher], train: PairedFeatures) -> Supervision:
-        """``(n, n)`` similarity in [0, 1] (symmetric, diagonal 1) over the n training pairs."""
+        """The similarity in [0, 1] (symmetric, diagonal 1) over the n training pairs, as an operator."""
         if teacher is None:
             raise ValueError("the sakdh strategy needs a teacher")
         with torch.no_grad():
             out_i = teacher.encode(train.image, Modality.IMAGE).float()
             out_t = teacher.encode(train.text, Modality.TEXT).float()
-            s_r = self.reconstructed(out_i, out_t)
-            s_r = 0.5 * (s_r + s_r.T)  # exact symmetry despite float rounding
-            n = s_r.shape[0]
+            uk, u = self.factors(out_i, out_t)
+            n = u.shape[0]
             if self.config.mode == "soft":
-                s = (s_r + 1.0) / 2.0
-                s.fill_diagonal_(1.0)
-                return Supervision(similarity=s, info={"mode": "soft", "mean_similarity": float(s.mean())})
+                supervision = Supervision(ReconstructedSimilarity(uk, u), info={"mode": "soft"})
+                supervision.info["mean_similarity"] = supervision.mean()
+                return supervision
             off = n * (n - 1)
             if off == 0:
-                return Supervision(similarity=torch.ones_like(s_r), info={"mode": "binary", "similar_fraction": 1.0})
+                return Supervision(similarity=torch.ones(n, n, device=u.device), info={"mode": "binary", "similar_fraction": 1.0})
             k = min(off, max(1, round(self.config.similar_fraction * off)))
-            masked = s_r.clone()
-            masked.fill_diagonal_(float("-inf"))
-            # the k-th largest off-diagonal value: diagonal entries (-inf) sort first.
-            threshold = torch.kthvalue(masked.flatten(), n * n - k + 1).values.item()
-            s = (s_r >= threshold).float()
-            s.fill_diagonal_(1.0)
-        return Supervision(
-            similarity=s,
-            info={"mode": "binary", "threshold": threshold, "similar_fraction": float(s.mean())},
-        )
+            threshold = ReconstructedSimilarity(uk, u).kth_largest_off_diagonal(k)
+            supervision = Supervision(ReconstructedSimilarity(uk, u, threshold), info={"mode": "binary", "threshold": threshold})
+            supervision.info["similar_fraction"] = supervision.mean()
+        return supervision
 
 
 @hookimpl

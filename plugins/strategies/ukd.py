@@ -25,18 +25,39 @@ count, e.g. ``--set ukd.k=10000`` to follow the paper on MIRFlickr.
 
 Departures: union of both spaces (the snapshot of the official student code reads only the image
 neighbours; the paper describes both), symmetrised S, and the K default above.
+
+What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
+
+- ``knn``: the symmetric 0/1 similarity as a bit matrix (:func:`cmhbench.training.knn_union_bits`),
+  n^2 / 8 bytes whatever K (4.25 GB at n = 184,477), built a chunk of 4096 rows at a time with exactly
+  :func:`~cmhbench.training.knn_mask`'s neighbour ranking (the same float64 distance blocks, stable
+  sort, ties to the lower index), so every block is exactly the old dense matrix's. Per-item neighbour
+  lists would take ``8 n K`` bytes for the two spaces (int32), plus as much again for the reverse
+  lists that the symmetrisation ``S = max(S, S^T)`` needs to answer a row: 27 GB at the default
+  K = 5% of n = 9,224; they are smaller only for K below about n / 128 (1,441 here). Radii alone
+  (each item's K-th distance) cannot reproduce the ties: the distance of a pair recomputed in another
+  block shape may differ in its last bit.
+- ``sim``: the two ``(n, bits)`` unit-normalised output matrices (94 MB at 64 bits); a block is
+  ``(1 + (Z_I,rows Z_I,cols^T + Z_T,rows Z_T,cols^T) / 2) / 2``. Where the dense matrix is kept (see
+  :class:`~cmhbench.interfaces.Supervision`) it is computed in one product, as always; blocks
+  computed on demand agree with it to float32 rounding (a matrix product's rounding depends on
+  its shape).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, Teacher
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
+from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import knn_mask, l2_normalize
+from cmhbench.training import knn_union_bits, l2_normalize
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,37 @@ class UKDConfig:
     k: int = hp(0, "neighbours per item and space (0: use k_fraction)", ge=0)
     k_fraction: float = hp(0.05, "neighbours as a fraction of the training pairs when k = 0", gt=0, le=1)
     metric: Literal["euclidean", "cosine"] = hp("euclidean", "distance between teacher outputs (official: euclidean)", choices=("euclidean", "cosine"))
+
+
+class CosineAgreement(SimilarityOperator):
+    """``S_ij = (1 + (cos_I(i, j) + cos_T(i, j)) / 2) / 2`` (clamped to [0, 1]) from the teacher's
+    ``(n, bits)`` image and text outputs, kept unit-normalised (``z_image``, ``z_text``)."""
+
+    symmetric = True
+
+    def __init__(self, out_image: Tensor, out_text: Tensor) -> None:
+        self.z_image, self.z_text = l2_normalize(out_image.detach()), l2_normalize(out_text.detach())
+        self.n = int(out_image.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.z_image.device
+
+    @staticmethod
+    def _from_cosines(sim: Tensor) -> Tensor:
+        return ((sim + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 entries in [0, 1]."""
+        zi, zt = self.z_image, self.z_text
+        ci, ct = (zi, zt) if cols is None else (zi[cols], zt[cols])
+        return self._from_cosines(0.5 * (zi[rows] @ ci.T + zt[rows] @ ct.T))
+
+    def dense(self) -> Tensor:
+        """The whole matrix in one product per modality (what this strategy always handed over)."""
+        check_dense_fits(self.n, self.device)
+        zi, zt = self.z_image, self.z_text
+        return self._from_cosines(0.5 * (zi @ zi.T + zt @ zt.T))
 
 
 class UKDStrategy:
@@ -64,17 +116,14 @@ class UKDStrategy:
         out_t = teacher.encode(train.text, Modality.TEXT).float()
         n = out_i.shape[0]
         if self.config.mode == "sim":
-            sim = 0.5 * (l2_normalize(out_i) @ l2_normalize(out_i).T + l2_normalize(out_t) @ l2_normalize(out_t).T)
-            s = ((sim + 1.0) / 2.0).clamp(0.0, 1.0)
-            return Supervision(similarity=s, info={"mode": "sim", "mean_similarity": float(s.mean())})
+            supervision = Supervision(CosineAgreement(out_i, out_t), info={"mode": "sim"})
+            supervision.info["mean_similarity"] = supervision.mean()
+            return supervision
         k = self.config.k or max(1, round(self.config.k_fraction * n))
         k = min(k, n)
-        metric = self.config.metric
-        mask = knn_mask(out_i, k, metric) | knn_mask(out_t, k, metric)
-        mask = mask | mask.T
-        mask.fill_diagonal_(True)
-        s = mask.float()
-        return Supervision(similarity=s, info={"mode": "knn", "k": k, "similar_fraction": float(s.mean())})
+        supervision = Supervision(knn_union_bits([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k})
+        supervision.info["similar_fraction"] = supervision.mean()
+        return supervision
 
 
 @hookimpl

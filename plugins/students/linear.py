@@ -15,17 +15,21 @@ supervision alone gives.
 
 Departure: none beyond those of ``dcmh`` (see its docstring); ``image_hidden`` / ``text_hidden``
 do not exist here.
+
+S is read only by row blocks (``supervision.rows(device)``: ``S[idx]`` for the image steps,
+``S^T[idx]`` for the text steps, ``(batch, n)`` each), never as the dense n x n matrix: ``fit`` hands
+DCMH's loop a supervision whose ``similarity`` is that row view (:class:`_ReadByRows`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import PairedFeatures
+from cmhbench.interfaces import PairedFeatures, SimilarityRows, Supervision
 from cmhbench.lazy import nn
 from cmhbench.registry import MethodSpec
 from cmhbench_plugins.students.dcmh import DCMH
@@ -44,10 +48,31 @@ class LinearConfig:
     epochs: int = hp(150, "alternating passes", ge=1)
 
 
+class _ReadByRows:
+    """``supervision`` with ``similarity`` replaced by its row view (:meth:`Supervision.rows`).
+
+    DCMH's loop takes only ``similarity.to(device, torch.float32)``, ``.shape``, ``.T`` and rows
+    ``[idx]`` of S, which the view serves block by block (slices of the kept matrix where the
+    supervision keeps it dense, so the entries are exactly those of the dense path). Every other
+    attribute is the supervision's. Not needed once ``dcmh`` reads ``supervision.rows(device)`` itself.
+    """
+
+    def __init__(self, supervision: Supervision) -> None:
+        self._supervision = supervision
+        self.similarity: SimilarityRows = supervision.rows()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._supervision, name)
+
+
 class LinearHashing(DCMH):
     """A linear map per modality, trained with DCMH's alternating pairwise likelihood objective."""
 
     name = "linear"
+
+    def fit(self, train: PairedFeatures, supervision: Supervision, bits: int) -> None:
+        """DCMH's ``fit``, reading S by row blocks only (see :class:`_ReadByRows`)."""
+        super().fit(train, _ReadByRows(supervision), bits)
 
     def build_heads(self, train: PairedFeatures, bits: int) -> tuple[nn.Module, nn.Module]:
         """One ``nn.Linear(d, bits)`` per modality."""

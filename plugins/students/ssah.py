@@ -75,6 +75,9 @@ same split: 0.182/0.222 (``paired_lr`` 1e-4: 0.175/0.146). ``without_labels = "r
 feeds item i's row of S to LabNet as its label vector (n-dimensional); it stays at chance on that
 validation (0.110/0.110) and is kept only for comparison.
 
+S is read only by rows of a minibatch against all n items (``supervision.rows(device)[idx]``,
+``(batch, n)``), also where it stands in for the labels (``rows`` mode), so no n x n matrix is built.
+
 Departures, and why:
 
 - Feature-based MLP heads ``d -> hidden -> 512`` (official: fine-tuned CNN-F for images; a
@@ -222,10 +225,9 @@ class SSAH:
         c = self.config
         dev = self.ctx.device
         n = len(train)
-        s = supervision.similarity.to(dev, torch.float32)
+        s = supervision.rows(dev)  # S read by row blocks s[idx], (batch, n); never the dense matrix
         paired_only = supervision.soft_labels is None and c.without_labels == "ukd"
-        labels = supervision.soft_labels if supervision.soft_labels is not None else supervision.similarity
-        labels = labels.to(dev, torch.float32)
+        labels = supervision.soft_labels.to(dev, torch.float32) if supervision.soft_labels is not None else s
         k = labels.shape[1]
         for m in Modality:
             x = train.get(m).to(dev, torch.float32)
