@@ -30,9 +30,9 @@ def test_ucch_ranking_and_contrastive_terms():
     want = sum(row) / 2 + sum(col) / 2
     assert abs(ranking_loss(u, v, margin, shift).item() - want) < 1e-6
 
-    own = torch.tensor([[0.3, -0.2], [-0.1, 0.5]])
-    negatives = torch.tensor([[1.0, 1.0], [-1.0, 0.2], [0.4, -3.0]])
-    logits = contrastive_logits(u, own, negatives, 0.9)
+    memory = torch.tensor([[0.3, -0.2], [-0.1, 0.5], [1.0, 1.0], [-1.0, 0.2], [0.4, -3.0]])
+    cols = torch.tensor([[0, 2, 3, 4], [1, 2, 3, 4]])  # own row first, then K = 3 rows per item
+    logits = contrastive_logits(u, memory, cols, 0.9)
     assert logits.shape == (2, 4)
     scale = 0.9 * math.sqrt(2)
     torch.testing.assert_close(logits[0], torch.tensor([1.0, 1.0, -1.0, 1.0]) / scale)
