@@ -230,19 +230,6 @@ def kth_largest(chunks: Callable[[], Iterator[Tensor]], k: int) -> float:
     return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
 
 
-def paired_mlp_heads(image_dim: int, text_dim: int, hidden: int, bits: int, device: torch.device) -> dict:
-    """``{Modality.IMAGE: d_image -> hidden -> bits, Modality.TEXT: d_text -> hidden -> bits}`` on ``device``.
-
-    The image head is built first, so a seeded run draws the same initial weights as before.
-    """
-    from cmhbench.interfaces import Modality
-
-    return {
-        Modality.IMAGE: mlp(image_dim, [hidden], bits).to(device),
-        Modality.TEXT: mlp(text_dim, [hidden], bits).to(device),
-    }
-
-
 def sgd_per_head(heads: dict, lrs: dict, momentum: float, weight_decay: float) -> list[torch.optim.Optimizer]:
     """One SGD optimiser per head (in ``heads`` order), each with its own learning rate from ``lrs``."""
     return [
