@@ -66,4 +66,4 @@ def test_methods_still_train_after_the_lazy_imports(test_plugins):
     head = _Head(6, 2, 8, 4)
     out = head(__import__("torch").randn(3, 6))
     assert out.shape == (3, 4) and isinstance(head, _Head.cls())
-    assert _Branch([6, 4, 4], 4, 2)(__import__("torch").randn(2, 6)).shape == (2, 4)
+    assert _Branch([6, 4, 4], 4)(__import__("torch").randn(2, 6)).shape == (2, 4)

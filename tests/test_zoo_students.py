@@ -79,10 +79,10 @@ def test_ssah_student_learns_from_similarity_alone_as_ukd_pairs_it():
 def test_dadh_student_learns_from_similarity_alone():
     data, train, sup = _label_supervision()
     torch.manual_seed(0)
-    student = build("student", "dadh", epochs=50, hidden=64)
+    student = build("student", "dadh", hidden=64)  # the official 300 epochs and lr, a narrow generator
     student.fit(train.without_labels(), Supervision(sup.similarity), 16)
     i2t, t2i = cross_modal_map(student, data)
-    assert i2t > 0.7 and t2i > 0.7, (i2t, t2i)
+    assert i2t > 0.8 and t2i > 0.8, (i2t, t2i)  # chance ~0.25; got 0.90 / 0.91
 
 
 def test_dadh_triplet_matches_the_triple_sum_with_graded_relevance():
