@@ -126,7 +126,7 @@ def iter_group(
             key = runner.key_for(request, request.bits[0])
             key, result, codes = runner.compute(request, request.bits[0])
             yield RunOutcome(request, key, result, codes.arrays(), seconds=time.perf_counter() - started)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):  # GeneratorExit: the consumer closed us
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded, the sweep goes on
             yield RunOutcome(request, key, error=_error_line(exc), seconds=time.perf_counter() - started)
