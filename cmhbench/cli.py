@@ -67,6 +67,9 @@ def run(
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name (see `cmhbench list datasets`)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder holding the dataset's files (default: $CMHBENCH_DATA/<dataset>)."),
     bits: str = typer.Option("16,32,64", "--bits", "-b", help="Comma-separated code lengths."),
+    teacher_bits: Optional[int] = typer.Option(
+        None, "--teacher-bits", help="Code length the teacher is trained at before distillation (default: the strategy's, e.g. ukd 128; else --bits)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw in the run."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     results: Path = typer.Option(Path("results"), "--results", help="Result store folder."),
@@ -101,6 +104,7 @@ def run(
         dataset=dataset,
         data_dir=data_dir,
         bits=parse_bits(bits),
+        teacher_bits=teacher_bits,
         seed=seed,
         device=device,
         results_dir=results,

@@ -100,7 +100,8 @@ class PlainProgress:
 
 def run_label(request: Any) -> str:
     """One line naming a run of one code length (a :class:`~cmhbench.runner.RunRequest`):
-    dataset, protocol if set, teacher -> strategy -> student, bits, seed and ``--set`` overrides."""
+    dataset, protocol if set, teacher -> strategy -> student, bits, seed, the teacher's code length
+    when asked for, and ``--set`` overrides."""
     parts = [request.dataset]
     if request.protocol:
         parts.append(f"protocol {request.protocol}")
@@ -111,6 +112,8 @@ def run_label(request: Any) -> str:
     else:
         parts.append(f"{request.teacher} -> {request.strategy} -> {request.student}")
     parts.append(f"{request.bits[0]} bits seed {request.seed}")
+    if getattr(request, "teacher_bits", None) is not None:
+        parts.append(f"teacher {request.teacher_bits} bits")
     parts.extend(f"{key}={value}" for key, value in request.overrides)
     return " ".join(parts)
 

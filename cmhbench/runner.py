@@ -44,7 +44,8 @@ class RunRequest:
     ``protocol`` selects a split protocol (``NAME[:key=value,...]``, see
     :mod:`cmhbench.data.protocols`; None: the dataset's default). ``features`` says how raw images
     and texts become features; an ``image_encoder`` there also makes datasets stored both ways
-    use their pixels.
+    use their pixels. ``teacher_bits`` is the code length the teacher is trained at when it is
+    distilled into a student (None: the strategy's choice, see :func:`teacher_code_length`).
     """
 
     teacher: str
@@ -62,6 +63,7 @@ class RunRequest:
     features: FeatureRequest = FeatureRequest()
     topk: tuple[int, ...] = DEFAULT_TOPK
     precision_at: tuple[int, ...] = DEFAULT_PRECISION_AT
+    teacher_bits: Optional[int] = None
 
 
 @dataclass
@@ -110,6 +112,24 @@ def parse_bits(text: str) -> tuple[int, ...]:
     if not out:
         raise ConfigError("--bits: give at least one code length, e.g. 16,32,64")
     return tuple(dict.fromkeys(out))
+
+
+def teacher_code_length(request: RunRequest, pipeline: Pipeline, bits: int) -> Optional[int]:
+    """The code length the teacher is trained at in a run of ``bits`` (the student's length).
+
+    None without a teacher; ``bits`` for a teacher evaluated alone; otherwise ``request.teacher_bits``
+    when given, else the strategy config's ``teacher_bits`` field when it has one and it is positive
+    (``ukd``: UKD's 128-bit teacher), else ``bits``. The strategy ranks, thresholds or compares the
+    teacher's outputs at that length; only the student's codes have ``bits`` bits.
+    """
+    if pipeline.teacher is None:
+        return None
+    if pipeline.student is None:
+        return bits
+    if request.teacher_bits is not None:
+        return request.teacher_bits
+    preferred = getattr(pipeline.configs.get("strategy"), "teacher_bits", 0)
+    return int(preferred) if preferred and int(preferred) > 0 else bits
 
 
 def resolve_pipeline(request: RunRequest, registry: Registry) -> Pipeline:
@@ -226,6 +246,14 @@ class Runner:
             if bits <= 0:
                 raise ConfigError(f"--bits: code length must be positive, got {bits}")
         pipeline = resolve_pipeline(request, self.registry)
+        if request.teacher_bits is not None:
+            if request.teacher_bits <= 0:
+                raise ConfigError(f"--teacher-bits: code length must be positive, got {request.teacher_bits}")
+            if pipeline.teacher is None or pipeline.student is None:
+                raise ConfigError(
+                    "--teacher-bits sets the length a teacher is trained at before it is distilled into a student; "
+                    "this run has " + ("no teacher" if pipeline.teacher is None else "no student (--bits sets the teacher's length)")
+                )
         return pipeline, self.load_data(request), resolve_device(request.device)
 
     def load_data(self, request: RunRequest) -> CrossModalData:
@@ -297,6 +325,8 @@ class Runner:
             "evaluation": {"topk": list(request.topk), "precision_at": list(request.precision_at)},
             "dataset": {"name": data.name, "revision": data.revision, "split_checksum": data.splits.checksum()},
         }
+        if request.teacher_bits is not None:  # only when asked for: the keys of every other run stay as they were
+            payload["teacher_bits"] = request.teacher_bits
         variant = config_hash(payload)
         payload = {**payload, "bits": bits, "seed": request.seed}
         key = RunKey(
@@ -325,9 +355,10 @@ class Runner:
         teacher = None
 
         teacher_reused = False
+        teacher_bits = teacher_code_length(request, pipeline, bits)
         if pipeline.teacher is not None:
             teacher_key = config_hash(
-                [payload["dataset"], pipeline.teacher.name, payload["config"]["teacher"], bits, request.seed, str(device)]
+                [payload["dataset"], pipeline.teacher.name, payload["config"]["teacher"], teacher_bits, request.seed, str(device)]
             )
             if self._teacher_cache is not None and self._teacher_cache[0] == teacher_key:
                 _, teacher, timings["teacher_fit_s"] = self._teacher_cache
@@ -337,7 +368,7 @@ class Runner:
                 teacher = self._build(pipeline.teacher, pipeline.configs["teacher"], device, request.seed, "teacher")
                 t0 = time.perf_counter()
                 with plugin_guard(pipeline.teacher, "fit"):
-                    teacher.fit(train_unlabelled, bits)
+                    teacher.fit(train_unlabelled, teacher_bits)
                 timings["teacher_fit_s"] = time.perf_counter() - t0
                 self._teacher_cache = (teacher_key, teacher, timings["teacher_fit_s"])
 
@@ -386,13 +417,18 @@ class Runner:
                 "dataset": key.dataset, "protocol": key.protocol, "teacher": key.teacher, "strategy": key.strategy,
                 "student": key.student, "bits": bits, "seed": request.seed, "config_hash": key.config_hash,
                 "variant": key.variant,
+                **({"teacher_bits": request.teacher_bits} if request.teacher_bits is not None else {}),
             },
             "teacher_reused": teacher_reused,
+            "teacher_bits": teacher_bits,
             "config": payload["config"],
-            "non_default": non_default_settings(
-                payload["config"],
-                {role: default_config(getattr(pipeline, role), request.dataset) for role in payload["config"]},
-            ),
+            "non_default": {
+                **non_default_settings(
+                    payload["config"],
+                    {role: default_config(getattr(pipeline, role), request.dataset) for role in payload["config"]},
+                ),
+                **({"teacher_bits": request.teacher_bits} if request.teacher_bits is not None else {}),
+            },
             "evaluation": payload["evaluation"],
             "methods": {
                 role: {"name": spec.name, "paper": spec.paper, "code": spec.code, "source": spec.source, "version": spec.version}

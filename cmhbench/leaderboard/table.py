@@ -143,18 +143,20 @@ def _variant_labels(part: pd.DataFrame, registry: Any = None) -> dict[tuple, str
 
 
 def _non_default(result: dict[str, Any], registry: Any) -> dict[str, Any]:
-    """``role.key -> value`` of a stored run's settings that are not its methods' defaults."""
+    """``role.key -> value`` of a stored run's settings that are not its methods' defaults, and
+    ``teacher_bits`` when the run asked for a teacher code length (``--teacher-bits``)."""
     from cmhbench.config import default_config, non_default_settings
 
+    asked = {"teacher_bits": result["key"]["teacher_bits"]} if "teacher_bits" in result.get("key", {}) else {}
     methods = result.get("methods", {})
     if registry is not None:
         try:
             specs = {role: registry.method(role, info["name"]) for role, info in methods.items()}
             defaults = {role: default_config(spec, result["key"]["dataset"]) for role, spec in specs.items()}
-            return non_default_settings(result["config"], defaults)
+            return {**non_default_settings(result["config"], defaults), **asked}
         except Exception:  # noqa: BLE001 - a method or field this installation does not know
             pass
-    return dict(result.get("non_default", {}))
+    return {**result.get("non_default", {}), **asked}
 
 
 def _flatten(config: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 - Runs whose result already exists (same config hash) are skipped, so a killed sweep resumes
   and loses at most the runs in flight. Each result is written atomically as soon as its run
   finishes: by the worker process that ran it (local engine with ``jobs`` > 1), else by the driver.
-- Runs that train the same teacher (dataset, teacher config, bits, seed) form one task, so the
+- Runs that train the same teacher (dataset, teacher config, teacher code length, seed) form one task, so the
   teacher is fitted once for all its strategies and students (a fitted teacher is deterministic,
   so this changes no result).
 - A failing run is recorded next to where its result would be (``*.error.json``) and in the
@@ -42,7 +42,7 @@ from cmhbench.evaluation.crossmodal import CodeSet
 from cmhbench.progress import PlainProgress, run_label
 from cmhbench.registry import Registry
 from cmhbench.results.store import SCHEMA_VERSION, ResultStore, RunKey, atomic_write_text
-from cmhbench.runner import RunRequest, Runner
+from cmhbench.runner import RunRequest, Runner, teacher_code_length
 from cmhbench.sweep.spec import Sweep
 
 PASSED_ENV = ("CMHBENCH_PLUGINS", "CMHBENCH_DISABLE_PLUGIN_AUTOLOAD", "CMHBENCH_DATA", "HF_HUB_OFFLINE", "PYTHONPATH")
@@ -226,8 +226,9 @@ def plan(sweep: Sweep, runner: Runner, force: bool) -> SweepPlan:
             stored.append(request)
             continue
         teacher_config = config_to_dict(pipeline.configs["teacher"]) if pipeline.teacher else None
+        teacher_bits = teacher_code_length(request, pipeline, request.bits[0])
         group_key = json.dumps(
-            [request.dataset, str(request.data_dir), request.teacher, teacher_config, request.bits, request.seed, request.device],
+            [request.dataset, str(request.data_dir), request.teacher, teacher_config, teacher_bits, request.seed, request.device],
             sort_keys=True, default=str,
         )
         groups.setdefault(group_key, []).append(request)

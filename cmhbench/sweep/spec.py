@@ -7,6 +7,8 @@
     datasets = ["wiki"]
     protocols = ["wiki"]                # optional: split protocols (default: each dataset's own)
     bits = [16, 32, 64]
+    teacher_bits = [128]                # optional: the teacher's code length when distilled
+                                        # (default: the strategy's, e.g. ukd 128; else bits)
     seeds = [0, 1, 2]
 
     [data_dirs]                         # per dataset; $VARS expand (relative to the working folder),
@@ -41,7 +43,7 @@ from cmhbench.errors import ConfigError, DataError
 from cmhbench.registry import Registry
 from cmhbench.runner import NONE, RunRequest, resolve_pipeline
 
-BLOCK_KEYS = ("datasets", "protocols", "teachers", "strategies", "students", "bits", "seeds", "set", "device")
+BLOCK_KEYS = ("datasets", "protocols", "teachers", "strategies", "students", "bits", "teacher_bits", "seeds", "set", "device")
 TOP_KEYS = ("name", "results", "defaults", "data_dirs", "grid")
 
 
@@ -131,13 +133,14 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
         used_keys: set[str] = set()
         where = f"{path} [[grid]] #{number}"
         merged = {**defaults, **block}
-        for dataset, protocol, teacher, strategy, student, bits, seed, overrides in itertools.product(
+        for dataset, protocol, teacher, strategy, student, bits, teacher_bits, seed, overrides in itertools.product(
             _list(merged, "datasets", None, where),
             _list(merged, "protocols", [None], where),
             _list(merged, "teachers", [NONE], where),
             _list(merged, "strategies", ["ukd"], where),
             _list(merged, "students", ["dcmh"], where),
             _list(merged, "bits", None, where),
+            _list(merged, "teacher_bits", [None], where),
             _list(merged, "seeds", [0], where),
             _set_grid(merged, where),
         ):
@@ -145,6 +148,10 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
                 strategy = "ukd"  # unused; keeps requests for the teacher alone identical across blocks
             if not isinstance(bits, int) or bits <= 0:
                 raise ConfigError(f"{where}: bits must be positive integers, got {bits!r}")
+            if teacher_bits is not None and (not isinstance(teacher_bits, int) or teacher_bits <= 0):
+                raise ConfigError(f"{where}: teacher_bits must be positive integers, got {teacher_bits!r}")
+            if student == NONE or teacher == NONE:
+                teacher_bits = None  # only a distilled teacher has a length of its own
             if student != NONE and teacher != NONE and not registry.method("strategy", strategy).uses_teacher:
                 continue  # e.g. labels with a teacher: the teacher-free run comes from teachers = ["none"]
             if student != NONE and teacher == NONE and registry.method("strategy", strategy).uses_teacher:
@@ -155,7 +162,7 @@ def load_sweep(path: Path, registry: Registry, results_dir: Optional[Path] = Non
             request = RunRequest(
                 teacher=str(teacher), strategy=str(strategy), student=str(student), dataset=str(dataset),
                 protocol=None if protocol is None else str(protocol),
-                data_dir=data_dirs.get(str(dataset)), bits=(bits,), seed=int(seed),
+                data_dir=data_dirs.get(str(dataset)), bits=(bits,), teacher_bits=teacher_bits, seed=int(seed),
                 device=str(merged.get("device", device)), results_dir=results, overrides=applicable,
             )
             runs[request] = None
