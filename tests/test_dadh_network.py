@@ -280,3 +280,87 @@ def test_dadh_runs_end_to_end_from_the_cli(tmp_path, test_plugins):
     assert student["epochs"] == 2 and student["lr"] == 5e-5 and student["triplet_weight"] == 121.0
     codes = np.load(result.with_name(data["codes_file"]))
     assert codes["query_image_codes"].shape[1] == 16
+
+
+# --- S read by blocks (issue 12) ---
+
+
+class _FromMatrix:
+    """A :class:`SimilarityOperator` over a matrix, so that a Supervision with ``cache_bytes=0`` reads blocks."""
+
+    def __new__(cls, s, symmetric=True):
+        from cmhbench.interfaces import SimilarityOperator
+
+        class Op(SimilarityOperator):
+            def __init__(self):
+                self.s, self.n, self.symmetric = s, s.shape[0], symmetric
+
+            def block(self, rows, cols=None):
+                return self.s[rows] if cols is None else self.s[rows][:, cols]
+
+        return Op()
+
+
+def _label_similarity(n=90, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.eye(classes)[torch.randint(0, classes, (n,), generator=g)]
+    return (labels @ labels.T > 0).float()
+
+
+def _dense_projection(s, z, lamb):
+    s = s.double()
+    return s @ torch.linalg.solve(s.T @ s + lamb * torch.eye(len(s), dtype=s.dtype), s.T @ z)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_projection_from_blocks_equals_the_dense_update_where_s_has_low_rank(symmetric, monkeypatch):
+    from cmhbench_plugins.students import dadh
+
+    s = _label_similarity()  # rank 5
+    if not symmetric:
+        s = s * torch.linspace(0.5, 1.0, len(s))[None, :]  # still rank 5, no longer symmetric
+    monkeypatch.setattr(dadh, "ROW_BLOCK_BYTES", 4 * len(s) * 7)  # 7 rows per block: many blocks
+    on_demand = Supervision(_FromMatrix(s, symmetric), cache_bytes=0)
+    assert on_demand.kept_dense is None
+    z = torch.sign(torch.randn(len(s), 16, generator=torch.Generator().manual_seed(1))).double()
+    project = dadh.label_projection(on_demand, None, 1.0, torch.float64, torch.device("cpu"), seed=3)
+    torch.testing.assert_close(project(z), _dense_projection(s, z, 1.0), rtol=1e-9, atol=1e-9)
+    kept = dadh.label_projection(Supervision(s), None, 1.0, torch.float64, torch.device("cpu"), seed=3)
+    torch.testing.assert_close(kept(z), _dense_projection(s, z, 1.0), rtol=1e-9, atol=1e-9)
+
+
+def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
+    from cmhbench_plugins.students import dadh
+
+    s = 0.9 * _label_similarity(n=80) + 0.1 * torch.eye(80)  # full rank: 5 strong directions, the rest 0.1
+    monkeypatch.setattr(dadh, "PROJECTION_RANK", 5)
+    project = dadh.label_projection(Supervision(_FromMatrix(s), cache_bytes=0), None, 1.0, torch.float64,
+                                    torch.device("cpu"), seed=0)
+    u, sigma, _ = torch.linalg.svd(s.double())
+    z = torch.randn(80, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    want = u[:, :5] @ ((sigma[:5] ** 2 / (sigma[:5] ** 2 + 1.0))[:, None] * (u[:, :5].T @ z))
+    torch.testing.assert_close(project(z), want, rtol=0, atol=1e-6)
+    assert (project(z) - _dense_projection(s, z, 1.0)).abs().max() > 1e-3  # the weak directions are dropped
+
+
+def test_fit_reads_s_by_blocks_only_and_matches_the_dense_path(monkeypatch):
+    from cmhbench_plugins.students import dadh
+
+    data = load_tiny()
+    train = paired(data, "train", labels=True)
+    s = (train.labels @ train.labels.T > 0).float()
+    op = _FromMatrix(s)
+
+    def refuse(self):
+        raise AssertionError("dense() called")
+
+    monkeypatch.setattr(type(op), "dense", refuse)
+    codes = []
+    for sup in (Supervision(s.clone()), Supervision(op, cache_bytes=0)):
+        torch.manual_seed(0)
+        model = build("student", "dadh", hidden=64, epochs=20)
+        model.fit(train.without_labels(), sup, 16)
+        image, text = torch.as_tensor(data.image), torch.as_tensor(data.text)
+        codes.append(torch.cat([model.encode(image, Modality.IMAGE), model.encode(text, Modality.TEXT)]).sign())
+    agree = float((codes[0] == codes[1]).float().mean())
+    assert agree > 0.99, agree  # the same fit up to rounding in the (rank-4) projection

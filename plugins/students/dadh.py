@@ -80,6 +80,13 @@ Supervision instead of labels. The relevance is ``r_ij = l_i . l_j`` of the stra
 the discrete update is ``soft_labels`` when present (with the ``labels`` strategy exactly the
 official ``L``, ``main.py:32``), otherwise the rows of the similarity, ``L = S`` (n x n; the update
 then projects ``B`` onto the span of S's columns, the same pseudo-labels as the ``ssah`` student).
+S is read by blocks only (``supervision.block``): the minibatch's ``S[idx][:, idx]`` for the triplet
+loss, and for the discrete update the kept dense matrix where the strategy holds it (n <= 23,170);
+above, where ``S`` (n x n) cannot be held, the update uses ``L = S`` restricted to its leading
+``PROJECTION_RANK`` (256) singular subspace, found once per fit from row blocks
+(:func:`label_projection`). That is cmhbench's choice, not a departure from DADH, whose code only
+ever uses labels: exact where S has rank at most 256 (``labels``-like S of a few hundred classes),
+otherwise the update keeps S's 256 strongest directions.
 
 Fidelity (``benchmarks/fidelity.md``, section DADH): started from the same weights, with the same
 minibatches and random draws, the official ``main.train`` and this plugin end a full epoch at width
@@ -321,14 +328,76 @@ def _frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _relevance(labels: Tensor | None, s: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+def _relevance(labels: Tensor | None, supervision: Supervision, idx: Tensor, dtype) -> tuple[Tensor, Tensor]:
     """``(m, m)`` relevance and positives of the minibatch ``idx``: shared-label counts ``l_i . l_j``
-    and ``> 0`` with (soft) labels (``triplet_loss.py:16-17``), else ``S_ij`` and ``S_ij >= 0.5``."""
+    and ``> 0`` with (soft) labels (``triplet_loss.py:16-17``; ``labels`` ``(n, k)`` on the training
+    device), else the block ``S[idx][:, idx]`` in ``dtype`` and ``S_ij >= 0.5``."""
     if labels is not None:
         rel = labels[idx] @ labels[idx].T
         return rel, rel > 0
-    rel = s[idx][:, idx]
+    rel = supervision.block(idx, idx).to(idx.device, dtype)
     return rel, rel >= 0.5
+
+
+PROJECTION_RANK = 256  # rank of S's leading subspace in the discrete update when S is not held whole
+ROW_BLOCK_BYTES = 1 << 28  # S is read in row blocks of at most this many float32 bytes
+
+
+def _row_blocks(n: int) -> Iterator[slice]:
+    step = max(1, ROW_BLOCK_BYTES // (4 * n))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
+    """``S x`` for ``(n, r)`` ``x``, reading ``S`` by row blocks."""
+    out = torch.empty_like(x)
+    for rows in _row_blocks(supervision.n):
+        out[rows] = supervision.block(rows).to(x) @ x
+    return out
+
+
+def _st_times(supervision: Supervision, x: Tensor) -> Tensor:
+    """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``."""
+    out = torch.zeros_like(x)
+    for rows in _row_blocks(supervision.n):
+        out += supervision.block(rows).to(x).T @ x[rows]
+    return out
+
+
+def leading_singular_subspace(supervision: Supervision, rank: int, dtype, device, seed: int,
+                              power_iterations: int = 2, oversampling: int = 16) -> tuple[Tensor, Tensor]:
+    """``(U, sigma)``: ``(n, r)`` orthonormal left singular vectors of ``S`` and their ``(r,)`` singular
+    values, ``r = min(rank, n)``, by a randomised range finder with power iterations (Halko, Martinsson,
+    Tropp 2011, algorithms 4.4 and 5.1) that reads ``S`` by row blocks only: ``2 + 2 * power_iterations``
+    passes over ``S``, never the ``n x n`` matrix. Exact (to rounding) when ``S`` has rank at most ``r``
+    or ``r + oversampling >= n``."""
+    n = supervision.n
+    k = min(n, rank + oversampling)
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(_s_times(supervision, torch.randn(n, k, generator=gen).to(device, dtype)))[0]
+    for _ in range(power_iterations):
+        q = torch.linalg.qr(_s_times(supervision, torch.linalg.qr(_st_times(supervision, q))[0]))[0]
+    u_small, sigma, _ = torch.linalg.svd(_st_times(supervision, q).T, full_matrices=False)  # Q^T S = (S^T Q)^T
+    r = min(rank, n)
+    return q @ u_small[:, :r], sigma[:r]
+
+
+def label_projection(supervision: Supervision, labels: Tensor | None, lamb: float, dtype, device,
+                     seed: int) -> Callable[[Tensor], Tensor]:
+    """``Z -> L (L^T L + lamb I)^-1 L^T Z`` for ``(n, bits)`` ``Z``: the discrete update's ``L P``
+    (``main.py:179-185``). ``L`` is ``labels`` ``(n, k)`` when given, else the kept dense ``S`` (small
+    n: the same products as always); when ``S`` is not held whole (n > 23,170), ``L = S`` restricted to
+    its leading ``PROJECTION_RANK`` singular subspace, ``U diag(sigma^2 / (sigma^2 + lamb)) U^T Z``
+    (:func:`leading_singular_subspace`; the exact map of ``L = S`` where S has at most that rank)."""
+    lab = labels if labels is not None else supervision.kept_dense
+    if lab is not None:
+        lab = lab.to(device, dtype)
+        chol = torch.linalg.cholesky(lab.T @ lab + lamb * torch.eye(lab.shape[1], device=device, dtype=dtype))
+        return lambda z: lab @ torch.cholesky_solve(lab.T @ z, chol)
+    u, sigma = leading_singular_subspace(supervision, PROJECTION_RANK, dtype, device, seed)
+    weight = (sigma**2 / (sigma**2 + lamb))[:, None]
+    return lambda z: u @ (weight * (u.T @ z))
 
 
 class DADH:
@@ -366,7 +435,7 @@ class DADH:
             self.image_shift, self.image_scale = float(image.mean()), float(image.std(unbiased=False))
         inputs = (self._image(train.image), train.text)
         labels = supervision.soft_labels
-        sup = (None if labels is None else labels.to(dev, dtype), supervision.similarity.to(dev, dtype))
+        sup = (None if labels is None else labels.to(dev, dtype), supervision, dtype)
         self.build(train.image.shape[1], train.text.shape[1], bits)
         nets = (self.branches[Modality.IMAGE], self.branches[Modality.TEXT],
                 *(d.to(dev) for d in discriminators(c.hidden, bits)))
@@ -375,8 +444,7 @@ class DADH:
                 adam(nets[2].parameters(), betas=(0.5, 0.9), weight_decay=c.dis_weight_decay),
                 adam(nets[3].parameters(), betas=(0.5, 0.9), weight_decay=c.dis_weight_decay))
         # Discrete update B = sign(L (L^T L + lamb I)^-1 L^T B + mu (H_i + H_t) / 2), L = soft labels or rows of S.
-        lab = sup[0] if sup[0] is not None else sup[1]
-        chol = torch.linalg.cholesky(lab.T @ lab + c.lamb * torch.eye(lab.shape[1], device=dev, dtype=dtype))
+        project = label_projection(supervision, sup[0], c.lamb, dtype, dev, self.ctx.seed)
         gen = self.ctx.generator()
         b = torch.sign(torch.randn(n, bits, generator=gen)).to(dev, dtype)
         h = (torch.zeros(n, bits, device=dev, dtype=dtype), torch.zeros(n, bits, device=dev, dtype=dtype))
@@ -384,7 +452,7 @@ class DADH:
             for idx in minibatches(n, c.batch_size, gen):
                 if len(idx) > 1:  # BatchNorm needs two samples (the official code raises on one)
                     self._train_step(idx.to(dev), inputs, b, h, sup, nets, opts, gen)
-            b = torch.sign(lab @ torch.cholesky_solve(lab.T @ b, chol) + 0.5 * c.mu * (h[0] + h[1]))
+            b = torch.sign(project(b) + 0.5 * c.mu * (h[0] + h[1]))
             if epoch % 100 == 0:
                 for group in opts[0].param_groups:
                     group["lr"] = max(group["lr"] * c.lr_decay, 1e-6)
@@ -393,7 +461,7 @@ class DADH:
                     gen: torch.Generator) -> None:
         """One minibatch ``idx`` (``main.py:88-175``): forward, store the hash outputs in ``h = (H_i, H_t)``,
         a feature and a hash discriminator step, a generator step. ``inputs``: (standardised images,
-        texts); ``sup``: (labels or None, similarity); ``nets``: (image, text, feature dis, hash dis);
+        texts); ``sup``: (labels or None, the supervision, the training dtype); ``nets``: (image, text, feature dis, hash dis);
         ``opts``: their three optimisers (generator, feature dis, hash dis)."""
         c = self.config
         img, txt, dis_f, dis_h = nets
@@ -404,7 +472,7 @@ class DADH:
         o_t_hash_only = self._second_text_pass(txt, inputs[1][idx], f_t, bn_inputs)
         step([opts[1]], discriminator_loss(dis_f, f_i.detach(), f_t.detach(), c.gamma, c.gradient_penalty, gen))
         step([opts[2]], discriminator_loss(dis_h, o_i.detach(), o_t.detach(), c.gamma, c.gradient_penalty, gen))
-        rel, pos = _relevance(sup[0], sup[1], idx)
+        rel, pos = _relevance(*sup[:2], idx, sup[2])
         triplet = weighted_cosine_triplet(o_i, o_t, rel, pos, c.margin) + weighted_cosine_triplet(
             o_t, o_i, rel.T, pos.T, c.margin
         )
