@@ -104,9 +104,8 @@ class CrossModalData:
         if "sha" not in self._revision:
             h = hashlib.sha256()
             for arr in (self.image, self.text, self.labels):
-                a = np.ascontiguousarray(arr)
-                h.update(str((a.shape, a.dtype.str)).encode())
-                h.update(a.tobytes())
+                h.update(str((arr.shape, arr.dtype.str)).encode())
+                _hash_rows(h, arr)
             self._revision["sha"] = h.hexdigest()[:16]
         return self._revision["sha"]
 
@@ -304,3 +303,17 @@ class DatasetSpec:
             "layouts": [{"name": l.name, "files": list(l.files), "holds": l.holds} for l in self.layouts],
             "fetchable": bool(self.sources),
         }
+
+
+def _hash_rows(h: "hashlib._Hash", arr: np.ndarray, block_bytes: int = 1 << 26) -> None:
+    """Feed ``h`` the C-order bytes of ``arr`` (what ``np.ascontiguousarray(arr).tobytes()`` gives) in row
+    blocks of about ``block_bytes``, without a copy of the whole matrix: a C-contiguous array is hashed in
+    place, other layouts one block at a time."""
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        h.update(np.ascontiguousarray(arr).tobytes())
+        return
+    row_bytes = max(1, arr[:1].nbytes)
+    step = max(1, block_bytes // row_bytes)
+    for start in range(0, arr.shape[0], step):
+        block = arr[start:start + step]
+        h.update(memoryview(block) if block.flags.c_contiguous else np.ascontiguousarray(block).tobytes())
