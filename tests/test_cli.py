@@ -156,7 +156,7 @@ def test_eval_missing_and_corrupt_file(tmp_path):
 @pytest.mark.parametrize(
     "args, pattern, code",
     [
-        (["--teacher", "djsrhh"], "unknown teacher 'djsrhh'; did you mean djsrh, jdsh?", 2),
+        (["--teacher", "djsrhh"], "unknown teacher 'djsrhh'; did you mean djsrh, jdsh, dsah?", 2),
         (["--teacher", "djsrh", "--student", "dcmhh"], "unknown student 'dcmhh'; did you mean dcmh?", 2),
         (["--teacher", "djsrh", "--strategy", "ukdd"], "unknown strategy 'ukdd'", 2),
         (["--teacher", "djsrh", "--dataset", "wikii"], "unknown dataset 'wikii'; did you mean wiki?", 2),

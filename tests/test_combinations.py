@@ -10,13 +10,14 @@ from typer.testing import CliRunner
 
 from cmhbench.cli import app
 
-TEACHERS = ["features", "cvh", "djsrh", "jdsh", "dgcpn", "ugach", "ucch"]
+TEACHERS = ["features", "cvh", "djsrh", "jdsh", "dgcpn", "ugach", "ucch", "dsah"]
 STRATEGIES = ["ukd", "sakdh", "codes"]
 STUDENTS = ["dcmh", "ssah", "dadh", "linear"]
 # Few epochs: this checks that the pieces fit together; the learning tests live in test_methods/test_zoo_*.
 QUICK = {
     "djsrh": ["teacher.epochs=2"], "jdsh": ["teacher.epochs=2"], "dgcpn": ["teacher.epochs=2"],
     "ugach": ["teacher.epochs=1", "teacher.pretrain_epochs=1"], "ucch": ["teacher.epochs=2", "teacher.hidden=64"],
+    "dsah": ["teacher.epochs=2", "teacher.hidden=64"],
     "dcmh": ["student.epochs=2"], "linear": ["student.epochs=2"], "dadh": ["student.epochs=2"],
     "ssah": ["student.epochs=1", "student.paired_epochs=1"],
 }
