@@ -66,7 +66,7 @@ def test_ucch_teacher_learns_on_structured_data():
 def test_ugach_teacher_learns_and_encodes_discriminator_outputs():
     data = load_tiny()
     torch.manual_seed(0)
-    teacher = build("teacher", "ugach", epochs=10, pretrain_epochs=5, hidden=64, batch_size=16, sample_ratio=10)
+    teacher = build("teacher", "ugach", epochs=2, pretrain_epochs=2, hidden=256)  # official per-triplet steps, a narrower net
     train = paired(data, "train")
     teacher.fit(train, 16)
     i2t, t2i = cross_modal_map(teacher, data)
