@@ -82,13 +82,14 @@ def old_codes(b_i, b_t, mode, threshold=0.75):
     return s, info
 
 
-def old_ukd(out_i, out_t, mode, k, metric="euclidean"):
+def old_ukd(out_i, out_t, mode, k, metric="euclidean", symmetrize=True):
     if mode == "sim":
         sim = 0.5 * (l2_normalize(out_i) @ l2_normalize(out_i).T + l2_normalize(out_t) @ l2_normalize(out_t).T)
         s = ((sim + 1.0) / 2.0).clamp(0.0, 1.0)
         return s, {"mode": "sim", "mean_similarity": float(s.mean())}
     mask = old_knn_mask(out_i, k, metric) | old_knn_mask(out_t, k, metric)
-    mask = mask | mask.T
+    if symmetrize:  # the strategy's symmetrize = True; per row (official) otherwise
+        mask = mask | mask.T
     mask.fill_diagonal_(True)
     s = mask.float()
     return s, {"mode": "knn", "k": k, "similar_fraction": float(s.mean())}
@@ -151,15 +152,16 @@ def case(name):
         sup = build("strategy", "codes", mode=mode).distill(teacher, train)
         return sup, old_codes(sign_codes(image).float(), sign_codes(text).float(), mode), True
     if name.startswith("ukd"):
-        mode, k = name.split("-")[1], int(name.split("-")[2]) if name.count("-") == 2 else 0
-        sup = build("strategy", "ukd", mode=mode, k=k).distill(teacher, train)
-        return sup, old_ukd(image, text, mode, k), mode == "knn"
+        mode, k = name.split("-")[1], int(name.split("-")[2]) if name.count("-") >= 2 else 0
+        symmetrize = name.endswith("-sym")
+        sup = build("strategy", "ukd", mode=mode, k=k, symmetrize=symmetrize).distill(teacher, train)
+        return sup, old_ukd(image, text, mode, k, symmetrize=symmetrize), mode == "knn"
     mode = name.split("-")[1]
     strategy = build("strategy", "sakdh", mode=mode, similar_fraction=0.2)
     return strategy.distill(teacher, train), old_sakdh(strategy, image, text, mode, 0.2), False
 
 
-CASES = ["labels", "codes-graded", "codes-binary", "ukd-knn-1", "ukd-knn-3", "ukd-knn-7", "ukd-sim",
+CASES = ["labels", "codes-graded", "codes-binary", "ukd-knn-1", "ukd-knn-3", "ukd-knn-7", "ukd-knn-3-sym", "ukd-sim",
          "sakdh-binary", "sakdh-soft"]
 
 
@@ -282,8 +284,7 @@ def _student_codes(name, train, supervision, fit=None, **overrides):
 STUDENTS = [
     ("ssah", "labels", dict(epochs=1, label_passes=2, hash_passes=1, label_hidden=16, image_hidden=16,
                              text_hidden=16, semantic_dim=16, batch_size=32)),
-    ("ssah", "ukd", dict(paired_epochs=1, hash_passes=2, image_hidden=16, text_hidden=16, semantic_dim=16,
-                          batch_size=32)),
+    ("ssah", "ukd", dict(paired_epochs=1, paired_rounds=2, paired_text_hidden=16, paired_batch=32)),
     ("ssah", "ukd-rows", dict(without_labels="rows", epochs=1, label_passes=2, hash_passes=1, label_hidden=16,
                                image_hidden=16, text_hidden=16, semantic_dim=16, batch_size=32)),
     ("linear", "labels", dict(epochs=3, batch_size=32)),
@@ -326,8 +327,8 @@ def test_students_never_materialise_the_matrix(monkeypatch):
         raise AssertionError("dense() called")
 
     monkeypatch.setattr(type(sup.operator), "dense", refuse)
-    _student_codes("ssah", train.without_labels(), on_demand, paired_epochs=1, hash_passes=1, image_hidden=8,
-                   text_hidden=8, semantic_dim=8, batch_size=64)
+    _student_codes("ssah", train.without_labels(), on_demand, paired_epochs=1, paired_rounds=1, paired_text_hidden=8,
+                   paired_batch=64)
     _student_codes("linear", train.without_labels(), on_demand, epochs=1, batch_size=64)
 
 

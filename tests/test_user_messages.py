@@ -63,7 +63,7 @@ def test_sweep_errors_keep_their_brackets(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text("[[grid]]\ndatasets=['synthetic']\nbits=[8]\nteacher=['cvh']\n")
     res = invoke("sweep", str(grid))
-    assert_one_line_error(res, "[[grid]] #1: unknown key 'teacher'; did you mean teachers?", code=2)
+    assert_one_line_error(res, "[[grid]] #1: unknown key 'teacher'; did you mean teachers, teacher_bits?", code=2)
 
 
 def test_a_missing_dataset_says_how_to_get_it(tmp_path):

@@ -70,10 +70,11 @@ def test_ssah_student_learns_from_soft_labels():
 def test_ssah_student_learns_from_similarity_alone_as_ukd_pairs_it():
     data, train, sup = _label_supervision()
     torch.manual_seed(0)
-    student = build("student", "ssah", paired_epochs=20)  # no soft labels: UKD's paired ImgNet/TxtNet
+    # no soft labels: UKD's student (official nets, schedule and rate); batches of 32 for 160 items
+    student = build("student", "ssah", paired_batch=32)
     student.fit(train.without_labels(), Supervision(sup.similarity), 16)
     i2t, t2i = cross_modal_map(student, data)
-    assert i2t > 0.7 and t2i > 0.7, (i2t, t2i)
+    assert i2t > 0.9 and t2i > 0.9, (i2t, t2i)  # chance ~0.25; got 1.00 / 1.00
 
 
 def test_dadh_student_learns_from_similarity_alone():

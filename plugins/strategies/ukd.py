@@ -2,41 +2,66 @@
 
 Paper: Hengtong Hu, Lingxi Xie, Richang Hong, Qi Tian. "Creating Something from Nothing:
 Unsupervised Knowledge Distillation for Cross-Modal Hashing." CVPR 2020 (arXiv 2004.00280).
-Official code: https://github.com/huhengtong/UKD_CVPR2020 (``teacher_model/calcu_sim.py`` builds
-the neighbour lists, ``student_model/setting.py`` the similarity matrix).
+Official code: https://github.com/huhengtong/UKD_CVPR2020, read whole at HEAD a96a9f7 (2020-09); lines
+below are at that commit. ``teacher_model/calcu_sim.py`` ranks the neighbours, ``student_model/setting.py``
+builds the similarity matrix, ``student_model/student_train.py`` reads it.
 
-As in the official code: the trained teacher's continuous outputs (its sigmoid hash-layer outputs
-there; ``encode`` before ``sign`` here) of the n training pairs are ranked by Euclidean distance,
-separately in the image and in the text output space; item i's K nearest neighbours become its
-similar pairs, ``S_ij = 1`` (0.999 in the official code, a difference without effect on the
-students' losses). The paper merges the neighbours found in the two spaces; here the merge is the
-union, and ``S`` is symmetrised (``S = max(S, S^T)``) so that every student reads the same
-similarity for (i, j) and (j, i). Every item is its own neighbour.
+What the official code does, and what this strategy does:
 
-``mode = "sim"`` is the paper's ablation against graded similarity: the student receives the
-teacher's cosine similarity itself, ``S_ij = (1 + cos_ij) / 2`` averaged over the two spaces.
+- Teacher outputs. The trained teacher's continuous 128-d outputs, ``image_sig`` / ``text_sig`` (the sigmoid
+  of its hash layer, ``dis_model_nn.py:67-76``), of the training pairs (``calcu_sim.py:35-52,101-102``).
+  Here: ``teacher.encode`` (the continuous outputs before ``sign``).
+- Teacher code length. 128 bits whatever the student's length: ``OUTPUT_DIM = 128`` where the teacher is
+  trained (``teacher_train.py:14``, also ``pretrain/teacher_pretrain.py:13``) and where its outputs are
+  ranked (``calcu_sim.py:17``). Here the field ``teacher_bits = 128``: the runner fits the teacher at that
+  length (0: at the student's length, what cmhbench did before).
+- Ranking. Euclidean distances among the training pairs, separately in the image and in the text output
+  space (``calcu_sim.py:71-75``); item i keeps its ``K`` nearest in each space, itself first
+  (``np.argsort(distance[i])[0:K]``, ``:77-79``). Here the same ranking (float64 distances, stable sort,
+  ties to the lower index, :func:`cmhbench.training.knn_orders`); every item is its own neighbour.
+- Merge. HEAD takes the union of the two lists per row: ``Sim[i][concat(knn_img[i], knn_txt[i])] = 0.999``
+  (``setting.py:70-72``; as released that line reads ``teacher_knn_txt`` but ``:61`` loads
+  ``teacher_knn_text``, a name slip; the first upload, 310dd31, read the image list alone). Here the union.
+  The 0.999 is the value of a similar pair; the ``ssah`` student's squared loss applies that factor, as the
+  official ``Sim`` carries it; here ``S_ij`` is 1.
+- Orientation. Row i of ``Sim`` is i's own neighbour list, and ``Sim`` is not symmetrised: the student reads
+  ``S = Sim[ind].T`` (``student_train.py:195,234``), i.e. for a batch item i the entries ``Sim[i, j]`` over
+  all j. Here ``S`` is likewise per row (``symmetrize = False``): entry (i, j) is 1 iff j is among i's K
+  nearest in either space; students read it by rows of the batch (``ssah``). ``symmetrize = True`` gives
+  ``S = max(S, S^T)``, what this strategy handed over before.
+- K. ``K = 10000`` of ``train_size = 18015`` MIRFlickr pairs (``calcu_sim.py:64-65``), the pairs left
+  after the 2000 queries (``teacher_model/KNN/read_data.py:90-92``); the paper's sensitivity study
+  (its Fig. 3) peaks at 10,000 relevant pairs. The official students then train on the first 15000 of
+  those pairs (``student_model/setting.py:45-46,51``), whose rows keep the official lists restricted to
+  the 15000: ``(10000 - 1) * 14999 / 18014 + 1 = 8326`` neighbours per list in expectation (the split
+  is a random permutation, so a neighbour of i lies in the training part with probability
+  14999 / 18014). HEAD's ``setting.py:64`` allocates ``Sim`` as ``num_train x num_train`` with
+  ``num_train`` already 15000 (``:53``), so indexing it with the 18015-item lists fails as released.
+  Here K is a share of the training pairs, ``k_fraction = 10000 / 18015``: exactly 10,000 on the
+  18,015 pairs (``--protocol ukd:train=18015``), 8326 on the 15000 of the ``ukd`` protocol (the
+  expected size of the restricted official lists), and the same label-free share on every other
+  dataset. NUS-WIDE: the official code ranks MIRFlickr only (``calcu_sim.py`` has no NUS-WIDE
+  settings; ``teacher_model/KNN/knn_nus_cross5.py`` builds UGACH's 10-NN graph, not UKD's K) and
+  the paper's text with its NUS-WIDE setting could not be retrieved here (only its opening pages
+  are stored), so NUS-WIDE takes the same share; ``dataset_defaults`` lists both datasets the
+  paper used. ``k`` sets an absolute count instead (``--set ukd.k=10000``). The share is fixed from
+  the official code, never tuned on labels; on datasets with few relevant pairs per item (Wiki:
+  about 10% of the pairs share a class) it makes ``S`` far denser than the label overlap.
 
-K: the official code keeps up to 10,000 neighbours of 18,015 MIRFlickr training items (the
-paper's sensitivity figure peaks at "10,000 relevant pairs"), i.e. about the share of
-label-relevant pairs in MIRFlickr, where most pairs share a label. That share differs by
-dataset (about 10% on Wiki) and a label-free method cannot know it, so the default here is a
-neutral 5% of the training pairs per item and space (``k_fraction``); set ``k`` for an absolute
-count, e.g. ``--set ukd.k=10000`` to follow the paper on MIRFlickr.
+``mode = "sim"`` (not the paper's method, and not its default) hands the student the teacher's graded
+cosine similarity, ``S_ij = (1 + cos_ij) / 2`` averaged over the two spaces.
 
-Departures: union of both spaces (the snapshot of the official student code reads only the image
-neighbours; the paper describes both), symmetrised S, and the K default above.
+Departures: the K rule above on a training set that is not the 18,015 pairs (and on NUS-WIDE, whose official
+K is not known); the forced unit diagonal (officially an item's first neighbour is itself unless another item has
+distance exactly 0); ``S_ij = 1`` instead of 0.999 (the ``ssah`` student applies the factor).
 
 What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
-- ``knn``: the symmetric 0/1 similarity as a bit matrix (:func:`cmhbench.training.knn_union_bits`),
-  n^2 / 8 bytes whatever K (4.25 GB at n = 184,477), built a chunk of 4096 rows at a time with exactly
-  :func:`~cmhbench.training.knn_mask`'s neighbour ranking (the same float64 distance blocks, stable
-  sort, ties to the lower index), so every block is exactly the old dense matrix's. Per-item neighbour
-  lists would take ``8 n K`` bytes for the two spaces (int32), plus as much again for the reverse
-  lists that the symmetrisation ``S = max(S, S^T)`` needs to answer a row: 27 GB at the default
-  K = 5% of n = 9,224; they are smaller only for K below about n / 128 (1,441 here). Radii alone
-  (each item's K-th distance) cannot reproduce the ties: the distance of a pair recomputed in another
-  block shape may differ in its last bit.
+- ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K (4.25 GB at n = 184,477),
+  built a chunk of 4096 rows at a time from :func:`cmhbench.training.knn_orders` (the ranking of
+  :func:`~cmhbench.training.knn_mask`); per row (:func:`knn_row_bits`), or symmetrised
+  (:func:`~cmhbench.training.knn_union_bits`). Per-item neighbour lists would take ``8 n K`` bytes
+  (int32, two spaces): 76 GB at the default share of n = 184,477.
 - ``sim``: the two ``(n, bits)`` unit-normalised output matrices (94 MB at 64 bits); a block is
   ``(1 + (Z_I,rows Z_I,cols^T + Z_T,rows Z_T,cols^T) / 2) / 2``. Where the dense matrix is kept (see
   :class:`~cmhbench.interfaces.Supervision`) it is computed in one product, as always; blocks
@@ -47,27 +72,59 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import knn_union_bits, l2_normalize
+from cmhbench.training import BitSimilarity, knn_orders, knn_union_bits, l2_normalize, pack_bits
 
 if TYPE_CHECKING:
     from torch import Tensor
 
+#: The official share of neighbours per item and space: K = 10000 of the 18015 MIRFlickr training pairs
+#: (``teacher_model/calcu_sim.py:64-65``).
+K_SHARE = 10000 / 18015
+
+#: The datasets of the paper; both take the official share (NUS-WIDE: no official K found, see the docstring).
+DATASET_DEFAULTS = {"mirflickr25k": {"k_fraction": K_SHARE}, "nus-wide-tc10": {"k_fraction": K_SHARE}}
+
 
 @dataclass(frozen=True)
 class UKDConfig:
-    """UKD strategy hyperparameters."""
+    """UKD strategy hyperparameters (official values; see the module docstring for the lines)."""
 
-    mode: Literal["knn", "sim"] = hp("knn", "knn: 0/1 union of K-neighbour sets; sim: teacher cosine similarity", choices=("knn", "sim"))
+    mode: Literal["knn", "sim"] = hp("knn", "knn: 0/1 union of K-neighbour sets (official); sim: teacher cosine similarity", choices=("knn", "sim"))
     k: int = hp(0, "neighbours per item and space (0: use k_fraction)", ge=0)
-    k_fraction: float = hp(0.05, "neighbours as a fraction of the training pairs when k = 0", gt=0, le=1)
-    metric: Literal["euclidean", "cosine"] = hp("euclidean", "distance between teacher outputs (official: euclidean)", choices=("euclidean", "cosine"))
+    k_fraction: float = hp(K_SHARE, "neighbours per item and space as a share of the training pairs when k = 0 "
+                           "(official: 10000 of 18015, calcu_sim.py:64-65)", gt=0, le=1)
+    metric: Literal["euclidean", "cosine"] = hp("euclidean", "distance between teacher outputs (official: euclidean, calcu_sim.py:71-72)", choices=("euclidean", "cosine"))
+    symmetrize: bool = hp(False, "S = max(S, S^T); official: row i is i's own neighbour list, read by rows (student_train.py:195)")
+    teacher_bits: int = hp(128, "code length the teacher is trained at (0: the student's)", ge=0)
+
+
+def neighbour_count(config: UKDConfig, n: int) -> int:
+    """K for ``n`` training pairs: ``config.k`` if set, else ``round(k_fraction * n)``; between 1 and n."""
+    k = config.k or max(1, round(config.k_fraction * n))
+    return min(k, n)
+
+
+def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+    """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
+    ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (official ``setting.py:70-72``):
+    :func:`~cmhbench.training.knn_union_bits` without its last step, as an ``n^2 / 8``-byte bit matrix."""
+    n = spaces[0].shape[0]
+    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
+    for parts in zip(*(knn_orders(z, k, metric, chunk) for z in spaces)):
+        start, m = parts[0][0], parts[0][1].shape[0]
+        rows = torch.zeros(m, n, dtype=torch.bool, device=packed.device)
+        for _, order in parts:
+            rows.scatter_(1, order, True)
+        rows[torch.arange(m, device=rows.device), torch.arange(start, start + m, device=rows.device)] = True
+        packed[start : start + m] = pack_bits(rows)
+    return BitSimilarity(packed, n, symmetric=False)
 
 
 class CosineAgreement(SimilarityOperator):
@@ -119,9 +176,9 @@ class UKDStrategy:
             supervision = Supervision(CosineAgreement(out_i, out_t), info={"mode": "sim"})
             supervision.info["mean_similarity"] = supervision.mean()
             return supervision
-        k = self.config.k or max(1, round(self.config.k_fraction * n))
-        k = min(k, n)
-        supervision = Supervision(knn_union_bits([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k})
+        k = neighbour_count(self.config, n)
+        build = knn_union_bits if self.config.symmetrize else knn_row_bits
+        supervision = Supervision(build([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k})
         supervision.info["similar_fraction"] = supervision.mean()
         return supervision
 
@@ -138,6 +195,8 @@ def cmhbench_register_methods(register: Callable[[MethodSpec], None]) -> None:
             paper="Hu, Xie, Hong, Tian. Creating Something from Nothing: Unsupervised Knowledge Distillation "
             "for Cross-Modal Hashing. CVPR 2020.",
             code="https://github.com/huhengtong/UKD_CVPR2020",
-            summary="K nearest neighbours of the teacher's continuous outputs in each modality, union as similar pairs",
+            dataset_defaults=DATASET_DEFAULTS,
+            summary="K nearest neighbours (10000/18015 of the training pairs) of the 128-bit teacher's continuous "
+            "outputs in each modality, their union per row as similar pairs",
         )
     )
