@@ -173,12 +173,11 @@ class BitSimilarity(SimilarityOperator):
 
 
 @no_grad
-def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
-    """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, where ``M_ij = 1`` iff j is
-    among i's k nearest rows in any of the ``(n, d_s)`` feature matrices ``spaces``: exactly
-    ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included (the same
-    :func:`knn_orders` rows), built a ``chunk`` of rows at a time into an n^2 / 8-byte bit matrix
-    (never an n x n tensor)."""
+def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+    """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
+    ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
+    the same :func:`knn_orders` rows as :func:`knn_mask`, ties included, built a ``chunk`` of rows at a
+    time into an n^2 / 8-byte bit matrix (never an n x n tensor)."""
     n = spaces[0].shape[0]
     packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
     for parts in zip(*(knn_orders(z, k, metric, chunk) for z in spaces)):
@@ -188,7 +187,15 @@ def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", 
             rows.scatter_(1, order, True)
         rows[torch.arange(m, device=rows.device), torch.arange(start, start + m, device=rows.device)] = True
         packed[start : start + m] = pack_bits(rows)
-    return BitSimilarity(symmetrise_bits_(packed, n), n, symmetric=True)
+    return BitSimilarity(packed, n, symmetric=False)
+
+
+def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+    """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, ``M`` the per-row matrix of
+    :func:`knn_row_bits`: exactly ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included,
+    as an n^2 / 8-byte bit matrix (never an n x n tensor)."""
+    rows = knn_row_bits(spaces, k, metric, chunk)
+    return BitSimilarity(symmetrise_bits_(rows.packed, rows.n), rows.n, symmetric=True)
 
 
 def fill_block_diagonal_(block: Tensor, rows: Tensor, cols: Optional[Tensor] = None, value: float = 1.0) -> Tensor:

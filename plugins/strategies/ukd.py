@@ -59,7 +59,7 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
 - ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K (4.25 GB at n = 184,477),
   built a chunk of 4096 rows at a time from :func:`cmhbench.training.knn_orders` (the ranking of
-  :func:`~cmhbench.training.knn_mask`); per row (:func:`knn_row_bits`), or symmetrised
+  :func:`~cmhbench.training.knn_mask`); per row (:func:`~cmhbench.training.knn_row_bits`), or symmetrised
   (:func:`~cmhbench.training.knn_union_bits`). Per-item neighbour lists would take ``8 n K`` bytes
   (int32, two spaces): 76 GB at the default share of n = 184,477.
 - ``sim``: the two ``(n, bits)`` unit-normalised output matrices (94 MB at 64 bits); a block is
@@ -79,7 +79,7 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import BitSimilarity, knn_orders, knn_union_bits, l2_normalize, pack_bits
+from cmhbench.training import knn_row_bits, knn_union_bits, l2_normalize
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -109,22 +109,6 @@ def neighbour_count(config: UKDConfig, n: int) -> int:
     """K for ``n`` training pairs: ``config.k`` if set, else ``round(k_fraction * n)``; between 1 and n."""
     k = config.k or max(1, round(config.k_fraction * n))
     return min(k, n)
-
-
-def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
-    """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
-    ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (official ``setting.py:70-72``):
-    :func:`~cmhbench.training.knn_union_bits` without its last step, as an ``n^2 / 8``-byte bit matrix."""
-    n = spaces[0].shape[0]
-    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
-    for parts in zip(*(knn_orders(z, k, metric, chunk) for z in spaces)):
-        start, m = parts[0][0], parts[0][1].shape[0]
-        rows = torch.zeros(m, n, dtype=torch.bool, device=packed.device)
-        for _, order in parts:
-            rows.scatter_(1, order, True)
-        rows[torch.arange(m, device=rows.device), torch.arange(start, start + m, device=rows.device)] = True
-        packed[start : start + m] = pack_bits(rows)
-    return BitSimilarity(packed, n, symmetric=False)
 
 
 class CosineAgreement(SimilarityOperator):
