@@ -4,11 +4,15 @@ label information on structured data well enough for a DCMH student to learn."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+
+import cmhbench.interfaces as interfaces
 
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision
 from method_helpers import build, cross_modal_map, paired
 from plugins_for_tests import load_tiny
+from cmhbench_plugins.teachers.dsah import FusionSimilarity
 
 
 class FixedTeacher:
@@ -95,3 +99,120 @@ def test_sakdh_similarity_agrees_with_labels_and_teaches_dcmh():
     i2t, t2i = cross_modal_map(student, data)
     # Chance level on this 4-class data is about 0.25.
     assert i2t > 0.6 and t2i > 0.6, (i2t, t2i)
+
+
+class FusionTeacher(FixedTeacher):
+    """A stub teacher that builds its own modal-fusion similarity, as DSAH does (its FusionSimilarity)."""
+
+    def __init__(self, image, text, alpha=0.9, k=1.5):
+        super().__init__(image, text)
+        self.alpha, self.k = alpha, k
+
+    def fusion_similarity(self, train):
+        return FusionSimilarity(train.image, train.text, self.alpha, self.k)
+
+
+def _fusion_reference(image, text, alpha, k, eta):
+    """DSAH's fused S on the features, then S_R = K[(1 - eta) S^ + eta S^ S^^T / n] with S^ = S / K, float64."""
+    fi = image / np.linalg.norm(image, axis=1, keepdims=True)
+    ft = text / np.linalg.norm(text, axis=1, keepdims=True)
+    s_hat = alpha * (2 * fi @ fi.T - 1) + (1 - alpha) * (2 * ft @ ft.T - 1)
+    return k * ((1 - eta) * s_hat + eta * s_hat @ s_hat.T / len(image))
+
+
+def _features(n=12, seed=4):
+    rng = np.random.default_rng(seed)
+    text = (rng.random((n, 5)) < 0.4) + 0.0
+    text[np.arange(n), np.arange(n) % 5] = 1.0  # every item has a tag
+    return np.abs(rng.standard_normal((n, 7))), text
+
+
+def test_dsah_fusion_factors_give_its_blocks():
+    image, text = _features()
+    fused = FusionSimilarity(torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32), 0.9, 1.5)
+    parts, middle = fused.factors()
+    u = torch.cat(parts, dim=1).double()
+    assert u.shape == (12, 7 + 5 + 1) and middle.shape == (13, 13)
+    torch.testing.assert_close((u @ middle @ u.T).float(), fused.dense(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha,k,eta", [(0.9, 1.5, 0.4), (0.3, 1.0, 0.0), (0.5, 2.0, 1.0)])
+def test_sakdh_distils_the_teachers_own_fusion_similarity(alpha, k, eta):
+    image, text = _features()
+    n = len(image)
+    train = PairedFeatures(torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32))
+    teacher = FusionTeacher(np.zeros((n, 4)), np.zeros((n, 4)), alpha, k)  # outputs unused: all zero
+    want = _fusion_reference(image, text, alpha, k, eta)
+
+    soft = build("strategy", "sakdh", eta=eta, mode="soft").distill(teacher, train)
+    assert soft.info["fusion"] == "teacher"
+    want_soft = (np.clip(want, -1, 1) + 1) / 2
+    np.fill_diagonal(want_soft, 1.0)
+    np.testing.assert_allclose(soft.similarity.numpy(), want_soft, atol=1e-5)
+
+    sup = build("strategy", "sakdh", eta=eta, similar_fraction=0.25).distill(teacher, train)
+    assert sup.info["fusion"] == "teacher"
+    off = np.clip(want, -1, 1)[~np.eye(n, dtype=bool)]
+    m = round(0.25 * n * (n - 1))
+    threshold = np.sort(off)[::-1][m - 1]
+    assert sup.info["threshold"] == pytest.approx(threshold, abs=1e-5)
+    s = sup.similarity
+    assert torch.equal(s, s.T) and torch.all(torch.diagonal(s) == 1)
+    near = np.abs(np.clip(want, -1, 1) - threshold) < 1e-5
+    want_bin = np.clip(want, -1, 1) >= threshold
+    np.fill_diagonal(want_bin, True)
+    assert np.all((s.numpy() == want_bin) | near)
+
+
+def test_sakdh_teacher_fusion_blocks_on_demand_match_the_dense_matrix(monkeypatch):
+    image, text = _features(n=30, seed=7)
+    train = PairedFeatures(torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32))
+    teacher = FusionTeacher(np.zeros((30, 4)), np.zeros((30, 4)))
+    for mode in ("soft", "binary"):
+        dense = build("strategy", "sakdh", mode=mode, similar_fraction=0.1).distill(teacher, train)
+        assert dense.kept_dense is not None
+        with monkeypatch.context() as patch:
+            patch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)
+            patch.setattr(interfaces, "CHUNK_ENTRIES", 4 * 30)  # 4 rows a chunk
+            lazy = build("strategy", "sakdh", mode=mode, similar_fraction=0.1).distill(teacher, train)
+            assert lazy.kept_dense is None
+            rows, cols = torch.tensor([3, 0, 29, 3]), torch.tensor([5, 3, 17])
+            got_rows, got_block = lazy.block(rows), lazy.block(rows, cols)
+        if mode == "soft":
+            torch.testing.assert_close(got_rows, dense.similarity[rows], rtol=0, atol=1e-6)
+            torch.testing.assert_close(got_block, dense.similarity[rows][:, cols], rtol=0, atol=1e-6)
+        else:
+            assert lazy.info["threshold"] == pytest.approx(dense.info["threshold"], abs=1e-6)
+            s_r = dense.operator.reconstructed_dense()
+            near = (s_r - dense.info["threshold"]).abs() < 1e-5
+            assert torch.all((got_rows == dense.similarity[rows]) | near[rows])
+
+
+def test_sakdh_fusion_choice():
+    image, text = _features()
+    n = len(image)
+    train = PairedFeatures(torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32))
+    rng = np.random.default_rng(0)
+    outputs = rng.standard_normal((n, 6)), rng.standard_normal((n, 6))
+    own, plain = FusionTeacher(*outputs), FixedTeacher(*outputs)
+    assert build("strategy", "sakdh").distill(plain, train).info["fusion"] == "outputs"
+    from_outputs = build("strategy", "sakdh", fusion="outputs", mode="soft").distill(own, train)
+    assert from_outputs.info["fusion"] == "outputs"
+    assert torch.equal(from_outputs.similarity, build("strategy", "sakdh", mode="soft").distill(plain, train).similarity)
+    assert build("strategy", "sakdh", fusion="teacher").distill(own, train).info["fusion"] == "teacher"
+    with pytest.raises(ValueError, match="fusion=teacher needs a teacher"):
+        build("strategy", "sakdh", fusion="teacher").distill(plain, train)
+
+
+def test_sakdh_with_the_dsah_teacher_reads_its_fusion_and_agrees_with_labels():
+    data = load_tiny()
+    train = paired(data, "train", labels=True)
+    teacher = build("teacher", "dsah")  # its fusion similarity reads the features only: no fit needed
+    sup = build("strategy", "sakdh", similar_fraction=0.2).distill(teacher, train.without_labels())
+    assert sup.info["fusion"] == "teacher"
+    s = sup.similarity
+    n = s.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool)
+    truth = (train.labels @ train.labels.T > 0)[off]
+    precision = float(truth[s.bool()[off]].float().mean())
+    assert precision > 2 * float(truth.float().mean()), precision

@@ -128,7 +128,7 @@ def old_sakdh(strategy, out_i, out_t, mode, similar_fraction):
     if mode == "soft":
         s = (s_r + 1.0) / 2.0
         s.fill_diagonal_(1.0)
-        return s, {"mode": "soft", "mean_similarity": float(s.mean())}
+        return s, {"mode": "soft", "fusion": "outputs", "mean_similarity": float(s.mean())}
     off = n * (n - 1)
     k = min(off, max(1, round(similar_fraction * off)))
     masked = s_r.clone()
@@ -136,7 +136,7 @@ def old_sakdh(strategy, out_i, out_t, mode, similar_fraction):
     threshold = torch.kthvalue(masked.flatten(), n * n - k + 1).values.item()
     s = (s_r >= threshold).float()
     s.fill_diagonal_(1.0)
-    return s, {"mode": "binary", "threshold": threshold, "similar_fraction": float(s.mean())}
+    return s, {"mode": "binary", "fusion": "outputs", "threshold": threshold, "similar_fraction": float(s.mean())}
 
 
 def case(name):

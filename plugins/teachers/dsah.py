@@ -212,6 +212,20 @@ class FusionSimilarity:
         columns); ``rows``, ``cols``: 1-D integer index tensors (or slices)."""
         return fuse(*self.modal_blocks(rows, cols), self.alpha, self.k)
 
+    def factors(self) -> tuple[list[Tensor], Tensor]:
+        """``(parts, M)`` with ``S = U M U^T``, ``U = [F_I, F_T, 1]`` ``(n, d_image + d_text + 1)`` kept as
+        its three parts (the normalised features, not copied) and ``M = K diag(2 alpha I, 2 (1 - alpha) I,
+        -1)`` ``(d, d)`` float64: ``2 cos - 1`` is ``2 F F^T - 1 1^T``. Agrees with :meth:`block` to float
+        rounding."""
+        d_i, d_t = int(self.f_i.shape[1]), int(self.f_t.shape[1])
+        diagonal = torch.cat([
+            torch.full((d_i,), 2.0 * self.alpha, dtype=torch.float64),
+            torch.full((d_t,), 2.0 * (1.0 - self.alpha), dtype=torch.float64),
+            torch.full((1,), -1.0, dtype=torch.float64),
+        ]).to(self.device)
+        ones = torch.ones(self.n, 1, dtype=self.f_i.dtype, device=self.device)
+        return [self.f_i, self.f_t, ones], self.k * torch.diag(diagonal)
+
     def dense(self) -> Tensor:
         """The ``(n, n)`` float32 matrix, assembled from row blocks; raises :class:`MemoryError` naming its
         size when it would not fit in the free memory."""
