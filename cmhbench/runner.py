@@ -232,6 +232,7 @@ class Runner:
         self.progress = progress or NullProgress()
         self.log = log
         self._data_cache: dict[tuple, tuple[CrossModalData, dict[str, dict[str, PairedFeatures]]]] = {}
+        self._load_seconds: dict[int, float] = {}  # id(data) -> seconds its load_data took (timings' load_s)
         # The last fitted teacher, reused when the next run trains the very same teacher (same data,
         # config, bits, seed, device): its fit is deterministic, so reuse changes no result.
         self._teacher_cache: Optional[tuple[str, Any, float]] = None
@@ -261,6 +262,7 @@ class Runner:
         per runner."""
         cache_key = (request.dataset, str(request.data_dir), request.protocol, request.features)
         if cache_key not in self._data_cache:
+            t0 = time.perf_counter()
             dataset_spec = self.registry.datasets.get(request.dataset)
             loaded = dataset_spec.open(request.data_dir, request.protocol, raw=request.features.image_encoder is not None)
             if isinstance(loaded, RawData):
@@ -273,6 +275,7 @@ class Runner:
                 if request.features.image_encoder is not None:
                     self.log(f"{data.name}: the files hold image features already; --image-encoder is not used")
             self._data_cache[cache_key] = (data, {})
+            self._load_seconds[id(data)] = time.perf_counter() - t0
         return self._data_cache[cache_key][0]
 
     def _tensors(self, data: CrossModalData, device: torch.device) -> dict[str, PairedFeatures]:
@@ -348,6 +351,8 @@ class Runner:
 
     def _run_one(self, request, pipeline, data, tensors, device, bits, key, payload):
         timings: dict[str, float] = {}
+        if id(data) in self._load_seconds:  # reading, checking and splitting the dataset (once per runner)
+            timings["load_s"] = self._load_seconds[id(data)]
         started = time.perf_counter()
         train = tensors["train"]
         train_unlabelled = train.without_labels()
@@ -457,12 +462,61 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_device(data: CrossModalData, device: torch.device) -> dict[str, PairedFeatures]:
-    out = {}
-    for name in ("train", "query", "database"):
-        idx = getattr(data.splits, name)
-        out[name] = PairedFeatures(
-            image=torch.from_numpy(data.image[idx]).to(device),
-            text=torch.from_numpy(data.text[idx]).to(device),
+    """The ``train``, ``query`` and ``database`` pairs of ``data`` as tensors on ``device`` (labels
+    for ``train`` only), without needless copies (:func:`_split_tensors`): identical splits share one
+    tensor, a split that is a contiguous block of a larger one (or of the items) is a view of it,
+    and on the CPU a contiguous block of the items is a view of the dataset's own array. Plugins
+    must therefore never change these tensors in place (they never did: a split's features may be
+    another's)."""
+    splits = {name: np.asarray(getattr(data.splits, name)) for name in ("train", "query", "database")}
+    image, text = _split_tensors(data.image, splits, device), _split_tensors(data.text, splits, device)
+    return {
+        name: PairedFeatures(
+            image=image[name],
+            text=text[name],
             labels=torch.from_numpy(data.labels[idx].astype(np.float32)).to(device) if name == "train" else None,
         )
-    return out
+        for name, idx in splits.items()
+    }
+
+
+def _split_tensors(arr: np.ndarray, splits: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """``arr[idx]`` as a tensor on ``device`` for each split ``name -> idx`` (int64 row indices), with
+    the values of that fancy index, made largest split first: a split equal to one already made is
+    that very tensor; a contiguous block of one (``dcmh``/``ukd``/``dadh``: training = the first items
+    of the database) is a view of it; a contiguous range of rows (``ucch``, ``dadh``) is
+    ``arr[start:stop]``, a view of ``arr`` on the CPU (``torch.from_numpy``), one block moved to
+    another device; only scattered splits are gathered into new memory."""
+    made: dict[str, torch.Tensor] = {}
+    for name in sorted(splits, key=lambda k: -len(splits[k])):  # stable: ties keep their order
+        idx = splits[name]
+        for other, tensor in made.items():
+            offset = _block_offset(idx, splits[other])
+            if offset is not None:
+                made[name] = tensor if len(idx) == len(splits[other]) else tensor[offset : offset + len(idx)]
+                break
+        else:
+            start = _block_offset(idx, None, len(arr))
+            part = arr[start : start + len(idx)] if start is not None else arr[idx]
+            if not (part.flags.c_contiguous and part.flags.writeable):  # as the fancy index gave: C-ordered, writable
+                part = np.array(part, order="C")
+            made[name] = torch.from_numpy(part).to(device)
+    return {name: made[name] for name in splits}
+
+
+def _block_offset(idx: np.ndarray, within: Optional[np.ndarray], n: int = 0) -> Optional[int]:
+    """Where the non-empty index list ``idx`` occurs as a contiguous block of ``within`` (None: of
+    ``0 .. n-1``, i.e. ``idx`` is a range of rows); None when it does not."""
+    if len(idx) == 0:
+        return None
+    if within is None:
+        first = int(idx[0])
+        ok = 0 <= first and first + len(idx) <= n and int(idx[-1]) == first + len(idx) - 1
+        return first if ok and np.array_equal(idx, np.arange(first, first + len(idx))) else None
+    if len(idx) > len(within):
+        return None
+    hits = np.flatnonzero(within[: len(within) - len(idx) + 1] == idx[0])
+    for offset in hits[:1].tolist():  # split indices are distinct: at most one candidate
+        if np.array_equal(within[offset : offset + len(idx)], idx):
+            return offset
+    return None

@@ -80,8 +80,20 @@ def from_files(
         "filter": filter_rule,
         **extra,
     }
-    common = dict(text=text[keep], origin=str(Path(next(iter(files.values()))).parent), details=details)
+    common = dict(text=kept_rows(text, keep), origin=str(Path(next(iter(files.values()))).parent), details=details)
     if image is not None:
-        return assemble(name, labels[keep], protocol, protocol_params, image=image[keep], **common)
+        return assemble(name, kept_rows(labels, keep), protocol, protocol_params, image=kept_rows(image, keep), **common)
     path, variable = images_from
-    return assemble(name, labels[keep], protocol, protocol_params, images=mat_images(path, variable, n, keep=keep), **common)
+    return assemble(name, kept_rows(labels, keep), protocol, protocol_params,
+                    images=mat_images(path, variable, n, keep=keep), **common)
+
+
+def kept_rows(arr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``arr[keep]`` for the row indices ``keep``; ``arr`` itself (no copy of the whole matrix) when
+    ``keep`` is every row in order (``0 .. n-1``), as in the public files, which are already filtered."""
+    keep = np.asarray(keep)
+    n = arr.shape[0]
+    if keep.ndim == 1 and keep.size == n and keep.dtype.kind in "iu" and (n == 0 or (keep[0] == 0 and keep[-1] == n - 1)):
+        if np.array_equal(keep, np.arange(n, dtype=keep.dtype)):
+            return arr
+    return arr[keep]

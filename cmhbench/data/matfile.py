@@ -3,6 +3,13 @@
 Public CMH code ships the same numbers in many layouts: items as rows or as columns, labels as
 class ids or one-hot rows, MAT v5 or v7.3. The functions here normalise them to items-as-rows
 float32 features and uint8 multi-hot labels, and name the offending variable when something is off.
+
+Memory: :func:`read_features` reads a v7.3 (HDF5) feature matrix block by block straight into one
+preallocated items-as-rows float32 array, so a load peaks at the matrix plus one block of about
+:data:`READ_BLOCK_BYTES` (never a whole transient copy); :func:`as_features` converts and checks
+in row blocks of at most :data:`CHECK_BLOCK_ENTRIES` entries and does not copy an array that is
+already C-ordered float32. A v5 file is read whole by scipy, so there the load holds the matrix as
+stored plus the float32 result (if it is not float32 C-ordered already).
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from cmhbench.lazy import lazy_import
 
 h5py = lazy_import("h5py")
 scipy_io = lazy_import("scipy.io")  # 0.3 s, only when a MAT file is read
+
+READ_BLOCK_BYTES = 16 * 2**20
+"""Bytes (as stored) of the block of items :func:`read_features` reads from a v7.3 file at a time
+(rounded to whole HDF5 chunks along the items, at least one chunk)."""
+CHECK_BLOCK_ENTRIES = 1 << 22
+"""Entries :func:`as_features` converts and checks for NaN / infinity at a time (16 MiB of float32)."""
 
 
 def read_mat(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -97,11 +110,93 @@ def as_features(name: str, arr: np.ndarray, n_items: int) -> np.ndarray:
         raise DataError(f"{name}: expected numeric features, got dtype {arr.dtype}")
     if arr.shape[1] == 0:
         raise DataError(f"{name}: features have zero dimensions")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError(f"{name}: {int(bad.sum())} NaN or infinite value(s), first at item {r}, dimension {c}")
+    same = arr.dtype == np.float32 and arr.flags.c_contiguous  # kept as it is, as np.ascontiguousarray does
+    out = arr if same else np.empty(arr.shape, dtype=np.float32)
+    step = max(1, CHECK_BLOCK_ENTRIES // arr.shape[1])
+    bad = _NonFinite(name)
+    for start in range(0, arr.shape[0], step):
+        if not same:
+            out[start : start + step] = arr[start : start + step]  # numpy's cast, as np.ascontiguousarray
+        bad.check(out[start : start + step], start)
+    bad.raise_if_any()
+    return out
+
+
+class _NonFinite:
+    """Counts NaN / infinite entries over consecutive row blocks of a features matrix, remembering
+    the first (row-major order); raises the :class:`DataError` the whole-matrix check raised."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.count, self.first = name, 0, None
+
+    def check(self, block: np.ndarray, start: int) -> None:
+        """Look at ``block``, the rows ``start ..`` of the matrix."""
+        bad = ~np.isfinite(block)
+        count = int(np.count_nonzero(bad))
+        if count and self.first is None:
+            r, c = np.argwhere(bad)[0]
+            self.first = (start + int(r), int(c))
+        self.count += count
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            r, c = self.first
+            raise DataError(f"{self.name}: {self.count} NaN or infinite value(s), first at item {r}, dimension {c}")
+
+
+def read_features(path: Path, name: str, n_items: int) -> np.ndarray:
+    """``as_features(name, read_mat(path, [name])[name], n_items)``: the variable ``name`` as
+    ``(n_items, d)`` C-ordered float32, checked, with the same values and the same errors.
+
+    A 2-D variable of a v7.3 (HDF5) file is read a block of items at a time (whole HDF5 chunks, about
+    :data:`READ_BLOCK_BYTES` as stored) into one preallocated float32 array, each block converted
+    with numpy's cast and checked for NaN / infinity as it arrives: the load holds the result plus
+    one block. A v5 file (read whole by scipy) goes through :func:`read_mat` and :func:`as_features`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    if not h5py.is_hdf5(path):
+        return as_features(name, read_mat(path, [name])[name], n_items)
+    try:
+        with h5py.File(path, "r") as f:
+            if name not in f:
+                raise DataError(f"{path}: variable(s) {name} not found (it holds {', '.join(sorted(f.keys()))})")
+            node = f[name]
+            if not isinstance(node, h5py.Dataset):
+                raise DataError(f"{path}: variable {name} is not a numeric array")
+            if node.ndim != 2:
+                return as_features(name, np.asarray(node[()]).T, n_items)
+            return _read_h5_features(name, node, n_items)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py raises many kinds on corrupt files
+        raise DataError(f"{path}: cannot read as MAT v7.3/HDF5 ({type(exc).__name__}: {exc})") from None
+
+
+def _read_h5_features(name: str, node, n_items: int) -> np.ndarray:
+    """The 2-D HDF5 dataset ``node`` (h5py's axes: MATLAB's reversed) as checked ``(n_items, d)``
+    float32, read block by block along its items; the checks and messages of :func:`as_features`."""
+    shape = tuple(node.shape)[::-1]  # as MATLAB shows it (rows x columns)
+    if shape[0] == n_items:  # items are MATLAB's rows: h5py's axis 1
+        axis, d = 1, shape[1]
+    elif shape[1] == n_items:  # items are MATLAB's columns: h5py's axis 0
+        axis, d = 0, shape[0]
+    else:
+        raise DataError(f"{name}: shape {shape} has no axis of {n_items} items")
+    if not (np.issubdtype(node.dtype, np.number) or node.dtype == np.bool_):
+        raise DataError(f"{name}: expected numeric features, got dtype {node.dtype}")
+    if d == 0:
+        raise DataError(f"{name}: features have zero dimensions")
+    per_chunk = node.chunks[axis] if node.chunks else 1
+    step = max(1, READ_BLOCK_BYTES // max(1, d * node.dtype.itemsize)) // per_chunk * per_chunk or per_chunk
+    out = np.empty((n_items, d), dtype=np.float32)
+    bad = _NonFinite(name)
+    for start in range(0, n_items, step):
+        stop = min(n_items, start + step)
+        out[start:stop] = node[:, start:stop].T if axis == 1 else node[start:stop, :]
+        bad.check(out[start:stop], start)
+    bad.raise_if_any()
     return out
 
 

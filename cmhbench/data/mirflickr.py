@@ -36,6 +36,7 @@ from cmhbench.data.matfile import (
     check_classes,
     check_nonnegative,
     common_item_count,
+    read_features,
     read_mat,
     variable_shape,
 )
@@ -113,7 +114,7 @@ def _finish(layout: FileLayout, files: dict[str, Path], labels: np.ndarray, text
 
 def _load_vgg(files: dict[str, Path], protocol: str) -> Loaded:
     text, labels, n = _tags_and_labels(files["mirflickr25k-yall.mat"], files["mirflickr25k-lall.mat"])
-    image = as_features("XAll", read_mat(files["mirflickr25k-iall-vgg.mat"], ["XAll"])["XAll"], n)
+    image = read_features(files["mirflickr25k-iall-vgg.mat"], "XAll", n)
     return _finish(VGG, files, labels, text, protocol, image=image)
 
 
@@ -142,7 +143,7 @@ def _load_flickr25k(files: dict[str, Path], protocol: str) -> Loaded:
     text, labels, n = _tags_and_labels(path, path)
     if len(variable_shape(path, "images")) == 4:
         return _finish(FLICKR25K, files, labels, text, protocol, images_from=(path, "images"))
-    image = as_features("images", read_mat(path, ["images"])["images"], n)
+    image = read_features(path, "images", n)
     return _finish(FLICKR25K, files, labels, text, protocol, image=image)
 
 

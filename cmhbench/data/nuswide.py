@@ -33,6 +33,7 @@ from cmhbench.data.matfile import (
     check_classes,
     check_nonnegative,
     common_item_count,
+    read_features,
     read_mat,
 )
 
@@ -72,7 +73,7 @@ def _tc10(files: dict[str, Path], protocol: str, image_file: Optional[str]) -> L
     if image_file is None:
         return from_files(TC10, "iall", files, protocol, NUS_PARAMS, labels, text, keep, FILTER,
                           images_from=(files["nus-wide-tc10-iall.mat"], "IAll"))
-    image = as_features("XAll", read_mat(files[image_file], ["XAll"])["XAll"], n)
+    image = read_features(files[image_file], "XAll", n)  # v7.3: block by block, no whole-matrix copy
     return from_files(TC10, "vgg", files, protocol, NUS_PARAMS, labels, text, keep, FILTER, image=image)
 
 
