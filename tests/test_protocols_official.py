@@ -195,6 +195,24 @@ def test_dadh_and_ucch_on_nus_wide_sizes():
         np.testing.assert_array_equal(ours, theirs)
 
 
+def official_ukd_nus(index_all: np.ndarray):
+    """huhengtong/UKD_CVPR2020 teacher_model/KNN/read_feats_nus.py:196-200 (the permutation of
+    ``QUERY_SIZE + DATABASE_SIZE`` items given); training = the first 15000, knn_nus_cross5.py:8."""
+    database_size, query_size = 184712, 1865
+    ind_q = index_all[0:query_size]
+    ind_r = index_all[query_size : database_size + query_size]
+    return ind_q, ind_r, ind_r[0:15000]
+
+
+def test_ukd_on_nus_wide_tc10_is_the_official_split_of_its_permutation():
+    n10 = 186577
+    s = resolve("ukd", get_registry().datasets.get("nus-wide-tc10").protocol_params).splits(np.ones((n10, 10), np.uint8))
+    assert s.sizes() == {"query": 1865, "database": 184712, "train": 15000} and s.protocol == "ukd"
+    perm = np.random.default_rng(s.seed).permutation(n10)
+    for ours, theirs in zip((s.query, s.database, s.train), official_ukd_nus(perm)):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("name, official", [("dcmh", official_dcmh), ("ukd", official_ukd)])
 def test_permutation_rules_are_the_official_rule_on_their_own_permutation(labels, name, official):
     s = mir_split(name, labels)

@@ -16,7 +16,7 @@ DJSRH, JDSH and UCCH):
 Items with no label among the kept concepts are dropped, as in the code that derives these files
 (huhengtong/UKD_CVPR2020 ``teacher_model/KNN/read_nuswide.py``); the public files are already
 filtered. Default protocols: ``djsrh`` on TC10 (the DJSRH/JDSH lineage), ``dadh`` on TC21; the
-UCCH and DADH rules use 2100 queries on NUS-WIDE.
+UCCH and DADH rules use 2100 queries on NUS-WIDE, UKD's 1865 on TC10.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ PAPER = (
 )
 FILTER = "items with no label among the kept concepts are dropped"
 NUS_PARAMS = {"ucch": {"query": 2100}, "dadh": {"query": 2100}}
+# UKD's NUS-WIDE split (huhengtong/UKD_CVPR2020 teacher_model/KNN/read_feats_nus.py:196-200): 1865 queries
+# of a permutation of the 186577 TC-10 pairs, the other 184712 the database; its KNN teacher trains on the
+# first 15000 (teacher_model/KNN/knn_nus_cross5.py:8), the protocol's default training size.
+TC10_PARAMS = {**NUS_PARAMS, "ukd": {"query": 1865}}
 
 TC10 = "nus-wide-tc10"
 TC10_CLASSES = 10
@@ -71,10 +75,10 @@ def _tc10(files: dict[str, Path], protocol: str, image_file: Optional[str]) -> L
     labels = check_classes("LAll", as_multi_hot("LAll", lab, n), TC10_CLASSES)
     keep = labelled_items(labels)
     if image_file is None:
-        return from_files(TC10, "iall", files, protocol, NUS_PARAMS, labels, text, keep, FILTER,
+        return from_files(TC10, "iall", files, protocol, TC10_PARAMS, labels, text, keep, FILTER,
                           images_from=(files["nus-wide-tc10-iall.mat"], "IAll"))
     image = read_features(files[image_file], "XAll", n)  # v7.3: block by block, no whole-matrix copy
-    return from_files(TC10, "vgg", files, protocol, NUS_PARAMS, labels, text, keep, FILTER, image=image)
+    return from_files(TC10, "vgg", files, protocol, TC10_PARAMS, labels, text, keep, FILTER, image=image)
 
 
 def load_tc10(data_dir: Optional[Path] = None, protocol: str = "djsrh") -> Loaded:
@@ -113,7 +117,7 @@ NUS_WIDE_TC10 = DatasetSpec(
     subdir=TC10,
     layouts=(TC10_VGG, TC10_IALL),
     default_protocol="djsrh",
-    protocol_params=NUS_PARAMS,
+    protocol_params=TC10_PARAMS,
     items=186577,
     classes=TC10_CLASSES,
     protocol_aware=True,

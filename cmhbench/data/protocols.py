@@ -31,8 +31,9 @@ released ``mirflickr25k-lall.mat`` / ``FLICKR-25K.mat``.
           database (18015, in permuted order); training set = the first ``train`` (15000) items of the
           database (``student_model/setting.py:45-46,51``, ``teacher_model/utils.py:81-89``). Only the
           KNN teacher (``teacher_model/KNN/knn_mir_cross5.py:8-13``) uses the whole database (18015
-          items; ``--protocol ukd:train=18015``). For NUS-WIDE the code holds no query split, only a
-          15000-item KNN training set (``knn_nus_cross5.py:8``).
+          items; ``--protocol ukd:train=18015``). NUS-WIDE TC10 (``teacher_model/KNN/read_feats_nus.py:196-200``):
+          the first 1865 items of a permutation of the 186577 are queries, the other 184712 the database;
+          training set = its first 15000 items (the KNN teacher's, ``knn_nus_cross5.py:8``).
 ``ucch``  UCCH (penghu-cs/UCCH @0c20e62, ``src/cmdataset.py:160-172``, feature files): no shuffling (the
           public feature files are pre-shuffled); the last ``query`` items are queries (2000, l.166-168;
           2100 on NUS-WIDE, l.204-206; 5000 on MS-COCO, l.219-221; 2000 on IAPR TC-12, database part
