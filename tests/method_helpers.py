@@ -38,3 +38,23 @@ def cross_modal_map(model, data, bits=16):
     i2t = retrieval_metrics(torch.sign(out["q", Modality.IMAGE]), torch.sign(out["db", Modality.TEXT]), ql, dl)["map"]
     t2i = retrieval_metrics(torch.sign(out["q", Modality.TEXT]), torch.sign(out["db", Modality.IMAGE]), ql, dl)["map"]
     return i2t, t2i
+
+
+def fit_tiny_teacher(name, bits=8, **overrides):
+    """Teacher ``name`` fitted (one epoch unless ``overrides`` say otherwise) on 64 random pairs of
+    20-d image and 12-d text features, torch seeded with 0."""
+    torch.manual_seed(0)
+    model = build("teacher", name, **{"epochs": 1, **overrides})
+    model.fit(PairedFeatures(torch.randn(64, 20), torch.randn(64, 12)), bits)
+    return model
+
+
+def assert_hash_layer_and_text_net(model, bits=8, hidden=4096):
+    """The official layout on fc7 features of a model fitted by :func:`fit_tiny_teacher`: the image
+    head is the hash layer alone (``Linear(20, bits)``), the text head ``Linear(12, hidden)``, ReLU,
+    ``Linear(hidden, bits)``."""
+    image, text = model.heads[Modality.IMAGE], model.heads[Modality.TEXT]
+    assert type(image) is torch.nn.Linear  # nothing between the fc7 feature and the hash layer
+    assert tuple(image.weight.shape) == (bits, 20) and tuple(image.bias.shape) == (bits,)
+    assert [type(m) for m in text] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    assert tuple(text[0].weight.shape) == (hidden, 12) and tuple(text[2].weight.shape) == (bits, hidden)

@@ -22,25 +22,18 @@ from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures
 from cmhbench.plugins import get_registry
-from method_helpers import build, cross_modal_map, paired
+from method_helpers import assert_hash_layer_and_text_net, build, cross_modal_map, fit_tiny_teacher, paired
 from plugins_for_tests import load_tiny
 
 
 def _fit_tiny_batch(bits=8, **overrides):
-    torch.manual_seed(0)
-    model = build("teacher", "djsrh", **{"epochs": 1, **overrides})
-    model.fit(PairedFeatures(torch.randn(64, 20), torch.randn(64, 12)), bits)
-    return model
+    return fit_tiny_teacher("djsrh", bits, **overrides)
 
 
 def test_default_networks_are_the_official_ones():
     model = _fit_tiny_batch(bits=8)  # defaults: hidden = 4096 (official TxtNet width)
-    image = model.heads[Modality.IMAGE]
-    assert type(image) is torch.nn.Linear  # fc_encode alone: nothing between the fc7 feature and it
-    assert tuple(image.weight.shape) == (8, 20) and tuple(image.bias.shape) == (8,)
-    text = model.heads[Modality.TEXT]
-    assert [type(m) for m in text] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]  # no dropout in TxtNet
-    assert tuple(text[0].weight.shape) == (4096, 12) and tuple(text[2].weight.shape) == (8, 4096)
+    assert_hash_layer_and_text_net(model)  # fc_encode alone; no dropout in TxtNet
+    image, text = model.heads[Modality.IMAGE], model.heads[Modality.TEXT]
     assert not any(isinstance(m, torch.nn.Dropout) for head in model.heads.values() for m in head.modules())
     # PyTorch default nn.Linear initialisation, as officially: within +-1/sqrt(fan_in) before training, still
     # close to that range after one epoch (2 steps)
