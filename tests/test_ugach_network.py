@@ -107,20 +107,32 @@ def _sgd(net, loss, lr):
             p -= lr * g
 
 
-def test_d_steps_are_the_official_per_triplet_sgd_with_a_constant_learning_rate():
-    """60 single-triplet steps of ``_train_d`` equal 60 autograd SGD steps on the official loss at the same lr."""
-    torch.manual_seed(0)
-    n, beta, lr, wd = 30, 0.75, 0.3, 0.05  # large lr and wd so that decay and updates show
+def _d_steps(seed, n, net_seed, modality, triplets, batch, beta, lr, wd):
+    """``(net, ref, feats, trip)``: ``net`` after ``_train_d`` on ``triplets`` random triplets in batches of
+    ``batch`` (double precision), ``ref`` an untouched copy of it for the official steps to replay."""
+    torch.manual_seed(seed)
     feats = {Modality.IMAGE: torch.randn(n, 7).double(), Modality.TEXT: torch.randn(n, 5).double()}
-    net = U._Net(7, 5, 16, 6, torch.Generator().manual_seed(1)).double()
+    net = U._Net(7, 5, 16, 6, torch.Generator().manual_seed(net_seed)).double()
     ref = _copy(net)
     model = build("teacher", "ugach", weight_decay=wd)
     model._beta = beta
-    trip = torch.randint(0, n, (61, 3))
+    trip = torch.randint(0, n, (triplets, 3))
     heads = U._Heads(net)
     with torch.no_grad():
-        model._train_d(heads, feats, Modality.IMAGE, trip, 1, lr)
+        model._train_d(heads, feats, modality, trip, batch, lr)
         heads.fold()
+    return net, ref, feats, trip
+
+
+def _assert_same_parameters(net, ref):
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_d_steps_are_the_official_per_triplet_sgd_with_a_constant_learning_rate():
+    """60 single-triplet steps of ``_train_d`` equal 60 autograd SGD steps on the official loss at the same lr."""
+    beta, lr, wd = 0.75, 0.3, 0.05  # large lr and wd so that decay and updates show
+    net, ref, feats, trip = _d_steps(0, 30, 1, Modality.IMAGE, 61, 1, beta, lr, wd)
     active = 0
     for q, p, m in trip[1:].tolist():  # the official pass starts at index 1 (train_32.py:116)
         loss = _official_d_loss(ref, Modality.IMAGE, feats[Modality.IMAGE][[q]], feats[Modality.TEXT][[p]],
@@ -128,29 +140,17 @@ def test_d_steps_are_the_official_per_triplet_sgd_with_a_constant_learning_rate(
         active += int(loss.item() > wd * sum((p_ ** 2).sum().item() / 2 for p_ in ref.parameters()) + 1e-12)
         _sgd(ref, loss, lr)  # constant lr: no decay however many steps
     assert active > 5
-    for a, b in zip(net.parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    _assert_same_parameters(net, ref)
 
 
 def test_minibatch_d_step_is_the_mean_of_the_batch():
-    torch.manual_seed(1)
-    n, beta, lr, wd = 12, 3.0, 0.2, 0.01
-    feats = {Modality.IMAGE: torch.randn(n, 7).double(), Modality.TEXT: torch.randn(n, 5).double()}
-    net = U._Net(7, 5, 16, 6, torch.Generator().manual_seed(2)).double()
-    ref = _copy(net)
-    model = build("teacher", "ugach", weight_decay=wd)
-    model._beta = beta
-    trip = torch.randint(0, n, (9, 3))
-    heads = U._Heads(net)
-    with torch.no_grad():
-        model._train_d(heads, feats, Modality.TEXT, trip, 5, lr)  # steps on rows 1-5, then 6-8
-        heads.fold()
+    beta, lr, wd = 3.0, 0.2, 0.01
+    net, ref, feats, trip = _d_steps(1, 12, 2, Modality.TEXT, 9, 5, beta, lr, wd)  # steps on rows 1-5, then 6-8
     for rows in (trip[1:6], trip[6:9]):
         loss = _official_d_loss(ref, Modality.TEXT, feats[Modality.TEXT][rows[:, 0]], feats[Modality.IMAGE][rows[:, 1]],
                                 feats[Modality.IMAGE][rows[:, 2]], beta, wd)
         _sgd(ref, loss, lr)
-    for a, b in zip(net.parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    _assert_same_parameters(net, ref)
 
 
 def test_generator_loss_and_step_match_the_official_lines():
@@ -169,8 +169,7 @@ def test_generator_loss_and_step_match_the_official_lines():
     want = _official_g_loss(ref, Modality.IMAGE, xq, xneg, reward, 0.0)
     torch.testing.assert_close(loss, want.detach())
     _sgd(ref, _official_g_loss(ref, Modality.IMAGE, xq, xneg, reward, 0.01), 0.5)
-    for a, b in zip(net.parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    _assert_same_parameters(net, ref)
 
 
 def test_hinge_and_reward_are_the_official_svm_lines():
