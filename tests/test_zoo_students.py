@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cmhbench.interfaces import Supervision
 from method_helpers import build, cross_modal_map, paired
