@@ -41,9 +41,8 @@ Measured per run:
   float32; the issue's goal is peak <= 2 x features;
 - stage times from the result's ``timings`` (``teacher_fit_s`` and ``student_fit_s`` divided by
   the epochs where the method has an ``epochs`` field, else the whole fit; ``distill_s``,
-  ``encode_s``, ``evaluate_s``). The runner records no load time, so the child times
-  ``Runner.load_data`` (reading, checking and splitting the files) itself (a ``load_s`` in the
-  result's timings, should the runner record one, is used instead).
+  ``encode_s``, ``evaluate_s``) and ``load_s`` (the runner's ``Runner.load_data``: reading,
+  checking and splitting the files; for results without one, the child's own timing of it).
 
     python benchmarks/scale.py --data-dir /scratch/nus-scale                      # full size, everything
     python benchmarks/scale.py --data-dir /tmp/nus --size 20000 --protocols djsrh \\

@@ -72,6 +72,9 @@ DENSE_CACHE_BYTES = 2 * 1024**3
 # Passes over the whole matrix (assembling ``dense()``, ``mean()``) compute row blocks of at most
 # this many entries (64 MiB of float32).
 CHUNK_ENTRIES = 1 << 24
+# With ``data_relative_cache_bytes``: the dense matrix is kept whatever the data's size up to this
+# many bytes (256 MiB: n <= 8,192 training pairs).
+DENSE_FLOOR_BYTES = 256 * 1024**2
 
 
 def dense_bytes(n: int) -> int:
@@ -83,6 +86,22 @@ def dense_is_cached(n: int, limit: Optional[int] = None) -> bool:
     """Whether a :class:`Supervision` over ``n`` pairs keeps its similarity dense (``limit`` bytes;
     :data:`DENSE_CACHE_BYTES` when None)."""
     return dense_bytes(n) <= (DENSE_CACHE_BYTES if limit is None else limit)
+
+
+def data_relative_cache_bytes(train: PairedFeatures) -> int:
+    """A ``cache_bytes`` for :class:`Supervision` bounded by the data as well: the ``(n, n)`` float32
+    matrix is kept dense only when it takes at most :data:`DENSE_CACHE_BYTES` and at most the larger
+    of :data:`DENSE_FLOOR_BYTES` and the bytes of the training features ``train`` (image and text, as
+    held), i.e. beyond n = 8,192 only while ``n <= d_image + d_text`` for float32 features.
+
+    For strategies whose operator blocks are exactly the dense matrix's entries (0/1 similarities
+    such as ``labels``): students then read the same values either way, so the rule changes memory
+    and speed only (and the float32 mean a strategy reports, which above it is the exact float64
+    mean). Without it the kept matrix of n = 17,900 pairs (1.28 GB) is 3.3 times their 4096-d +
+    1000-d features, and a student that copies ``S^T`` (``dcmh``) holds it twice. Deterministic: it
+    does not depend on the memory free when the run starts, so results never do."""
+    held = sum(t.numel() * t.element_size() for t in (train.image, train.text))
+    return min(DENSE_CACHE_BYTES, max(DENSE_FLOOR_BYTES, held))
 
 
 def free_memory_bytes(device: Any) -> Optional[int]:
@@ -133,9 +152,25 @@ def as_index(idx: Any, n: int, device: Any) -> Tensor:
     return idx.to(device=device, dtype=torch.long)
 
 
+def exactly_symmetric(m: Tensor) -> bool:
+    """Whether the square matrix ``m`` equals ``m^T`` bit for bit (``-0.0`` and ``0.0`` differ), compared
+    by row tiles of at most :data:`CHUNK_ENTRIES` entries against the matching column tiles."""
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        return False
+    ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    bits = m.view(ints[m.element_size()]) if m.is_floating_point() and m.element_size() in ints else m
+    n = m.shape[0]
+    step = max(1, CHUNK_ENTRIES // max(1, n))
+    return all(torch.equal(bits[start : start + step], bits[:, start : start + step].T) for start in range(0, n, step))
+
+
 def check_similarity_values(s: Tensor) -> None:
-    """Raise :class:`ValueError` unless every entry of the similarity (block) ``s`` is finite and in [0, 1]."""
-    if not torch.isfinite(s).all():
+    """Raise :class:`ValueError` unless every entry of the similarity (block) ``s`` is finite and in [0, 1]
+    (a matrix of more than :data:`CHUNK_ENTRIES` entries is checked by row blocks, so that no
+    ``(n, n)`` bool mask is made)."""
+    step = max(1, CHUNK_ENTRIES // max(1, s[0].numel())) if s.ndim >= 2 and s.numel() > CHUNK_ENTRIES else None
+    parts = [s] if step is None else [s[start : start + step] for start in range(0, s.shape[0], step)]
+    if not all(bool(torch.isfinite(part).all()) for part in parts):
         raise ValueError("similarity holds NaN or infinite values")
     if s.numel() and (s.min() < 0 or s.max() > 1):
         raise ValueError("similarity entries must lie in [0, 1]")
@@ -216,7 +251,9 @@ class SimilarityRows:
     device once (exactly what ``supervision.similarity.to(device, torch.float32)[idx]`` gave; ``.T``
     and ``.contiguous()`` then act on it as on a tensor: ``view.T.contiguous()`` copies ``S^T`` once
     for fast row reads); otherwise each read is a block from the operator and ``.contiguous()`` is
-    the view itself."""
+    the view itself. Where the kept matrix is exactly symmetric (every entry's bits equal its
+    mirror's, checked once: :attr:`Supervision.kept_symmetric`), ``S^T`` is read from ``S`` itself
+    and ``view.T.contiguous()`` copies nothing (the same values: 1.28 GB saved at n = 17,900)."""
 
     def __init__(self, supervision: "Supervision", device: Any = None, transposed: bool = False) -> None:
         self.supervision = supervision
@@ -224,7 +261,7 @@ class SimilarityRows:
         self.transposed = transposed
         kept = supervision.kept_dense
         self.matrix = None if kept is None else kept.to(self.device, torch.float32)
-        if self.matrix is not None and transposed:
+        if self.matrix is not None and transposed and not supervision.kept_symmetric:
             self.matrix = self.matrix.T
 
     def _with(self, matrix: Optional[Tensor], transposed: bool) -> "SimilarityRows":
@@ -242,7 +279,11 @@ class SimilarityRows:
 
     @property
     def T(self) -> "SimilarityRows":  # noqa: N802 - mirrors Tensor.T
-        return self._with(None if self.matrix is None else self.matrix.T, not self.transposed)
+        """The transposed view; where the kept matrix equals its transpose bit for bit
+        (:attr:`Supervision.kept_symmetric`), the same matrix, so ``.contiguous()`` copies nothing."""
+        if self.matrix is None or self.supervision.kept_symmetric:
+            return self._with(self.matrix, not self.transposed)
+        return self._with(self.matrix.T, not self.transposed)
 
     def contiguous(self) -> "SimilarityRows":
         """The view with its kept matrix made contiguous (as ``Tensor.contiguous``; no-op without one)."""
@@ -285,7 +326,9 @@ class Supervision:
     :meth:`columns`; :meth:`dense` / ``similarity`` materialise it (small n only). When the dense
     matrix takes at most ``cache_bytes`` (default :data:`DENSE_CACHE_BYTES`), it is computed once at
     construction (``operator.dense()``) and kept, and every block is a slice of it, so at small n
-    all reads give exactly the entries of that matrix; above, blocks come from the operator.
+    all reads give exactly the entries of that matrix; above, blocks come from the operator. A
+    strategy whose blocks are exactly the dense entries may bound the cache by the data as well,
+    ``cache_bytes=data_relative_cache_bytes(train)`` (``labels`` does).
     """
 
     def __init__(self, similarity: Any, soft_labels: Optional[Tensor] = None, info: Optional[dict[str, Any]] = None,
@@ -307,6 +350,7 @@ class Supervision:
             if tuple(probe.shape) != (min(op.n, 8), op.n):
                 raise ValueError(f"similarity operator's block of {min(op.n, 8)} rows has shape {tuple(probe.shape)}, not ({min(op.n, 8)}, {op.n})")
             check_similarity_values(probe)
+        self._kept_symmetric: Optional[bool] = None
         if soft_labels is not None and (soft_labels.ndim != 2 or soft_labels.shape[0] != op.n):
             raise ValueError(f"soft_labels must be an (n, k) matrix with n = {op.n}, got shape {tuple(soft_labels.shape)}")
 
@@ -317,6 +361,14 @@ class Supervision:
     def n(self) -> int:
         """The number of training pairs (``S`` is ``(n, n)``)."""
         return self.operator.n
+
+    @property
+    def kept_symmetric(self) -> bool:
+        """Whether the kept dense matrix equals its transpose bit for bit (False when none is kept);
+        checked on first use, by row tiles of at most :data:`CHUNK_ENTRIES` entries."""
+        if self._kept_symmetric is None:
+            self._kept_symmetric = self.kept_dense is not None and exactly_symmetric(self.kept_dense)
+        return self._kept_symmetric
 
     def block(self, rows: Any, cols: Any = None) -> Tensor:
         """``(len(rows), len(cols))`` float32 block ``S[rows][:, cols]`` (``cols`` None: all ``n`` columns),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from cmhbench import interfaces
 from cmhbench.interfaces import SimilarityOperator
 from cmhbench.lazy import nn, no_grad, torch
 
@@ -70,28 +71,46 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     return a_n @ (a_n if b is None else l2_normalize(b)).T
 
 
+def knn_chunk_rows(n: int) -> int:
+    """Rows of a :func:`knn_orders` block over ``n`` items, at least 1: ``CHUNK_ENTRIES / 4`` entries,
+    32 MiB per ``(rows, n)`` float64 or int64 array. A block holds at most three (the distances, the
+    sort's values and its indices: under 100 MiB), and :func:`knn_row_bits` one block per space."""
+    return max(1, (interfaces.CHUNK_ENTRIES // 4) // max(1, n))
+
+
 @no_grad
-def knn_orders(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(start, order)`` per block of ``chunk`` consecutive rows of ``(n, d)`` ``features``:
-    ``order`` ``(m, k)`` int64 holds, for rows ``start .. start+m-1``, the indices of their k nearest
-    rows (themselves included) by Euclidean distance (squared, from float64 inner products) or cosine
-    similarity, nearest first; ties go to the lower index (stable sort). :func:`knn_mask` is this."""
+def knn_orders(features: Tensor, k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(start, order)`` per block of ``chunk`` consecutive rows of ``(n, d)`` ``features``
+    (default :func:`knn_chunk_rows`: each ``(chunk, n)`` array at most 32 MiB): ``order`` ``(m, k)``
+    int64 holds, for rows ``start .. start+m-1``, the indices of their k nearest rows (themselves
+    included) by Euclidean distance (squared, from float64 inner products) or cosine similarity,
+    nearest first; ties go to the lower index (stable sort). :func:`knn_mask` is this. The block's
+    distances are formed in place, ``sq_i - 2 z_i.z_j + sq_j`` with the same roundings as before.
+    The block size can change an order only where two keys tie to their last bit and the product's
+    rounding depends on its shape (cosine keys of exactly tied directions, e.g. integer outputs and
+    blocks of a few rows); Euclidean keys of float32 features sum exact float64 products (same bits
+    at 4096-row and byte-sized blocks in the tests and on 6000 x 128 outputs, K = 0.55 n)."""
     z = features.double()
     if metric == "cosine":
         z = l2_normalize(z)
     n = z.shape[0]
+    chunk = knn_chunk_rows(n) if chunk is None else chunk
     sq = (z * z).sum(1)
     for start in range(0, n, chunk):
         block = z[start : start + chunk]
+        key = block @ z.T
         if metric == "cosine":
-            key = -(block @ z.T)
-        else:
-            key = (sq[start : start + chunk, None] - 2.0 * block @ z.T + sq[None, :]).clamp_(min=0.0)
-        yield start, torch.sort(key, dim=1, stable=True).indices[:, :k]
+            key.neg_()
+        else:  # (-2 p + sq_i) + sq_j == (sq_i - 2 p) + sq_j exactly: IEEE addition commutes
+            key.mul_(-2.0).add_(sq[start : start + chunk, None]).add_(sq[None, :]).clamp_(min=0.0)
+        order = torch.sort(key, dim=1, stable=True).indices
+        del key
+        yield start, order[:, :k]
+        del order
 
 
 @no_grad
-def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: int = 4096) -> Tensor:
+def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> Tensor:
     """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
     included), by Euclidean distance or cosine similarity; ties go to the lower index."""
     n = features.shape[0]
@@ -166,14 +185,15 @@ class BitSimilarity(SimilarityOperator):
         return self.count() / (self.n * self.n) if self.n else 0.0
 
     def count(self) -> int:
-        """The number of 1 entries (a popcount over the bytes, in row chunks)."""
+        """The number of 1 entries (a popcount over the bytes, in row chunks of ``CHUNK_ENTRIES / 8``
+        bytes: the int64 index and count arrays of a chunk take 16 MiB each)."""
         table = torch.tensor([bin(v).count("1") for v in range(256)], dtype=torch.int64, device=self.device)
-        step_rows = max(1, (1 << 24) // max(1, self.packed.shape[1]))
+        step_rows = max(1, (interfaces.CHUNK_ENTRIES // 8) // max(1, self.packed.shape[1]))
         return sum(int(table[self.packed[s : s + step_rows].long()].sum()) for s in range(0, self.n, step_rows))
 
 
 @no_grad
-def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
     """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
     ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
     the same :func:`knn_orders` rows as :func:`knn_mask`, ties included, built a ``chunk`` of rows at a
@@ -190,7 +210,7 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     return BitSimilarity(packed, n, symmetric=False)
 
 
-def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: int = 4096) -> BitSimilarity:
+def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
     """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, ``M`` the per-row matrix of
     :func:`knn_row_bits`: exactly ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included,
     as an n^2 / 8-byte bit matrix (never an n x n tensor)."""

@@ -11,6 +11,14 @@ labels and computes any block ``1[L_rows L_cols^T > 0]`` on demand (7.4 MB for t
 pairs and 10 concepts of NUS-WIDE TC10 under the ``ucch`` protocol, where the dense matrix would take
 136 GB); for 0/1 labels every block is exactly the dense matrix's entries (integer inner products
 are exact in float32).
+
+Memory (issue 12): the dense matrix is kept (``Supervision``'s cache) only while it is no larger
+than 256 MiB or than the training features (:func:`~cmhbench.interfaces.data_relative_cache_bytes`;
+e.g. n <= 8,192, or n <= 5,096 for 4096-d + 1000-d features, and at most 2 GiB); above, students
+read blocks computed on demand, which are exactly the same 0/1 entries, so their results do not
+change (only ``similar_fraction`` becomes the exact float64 mean instead of the float32 mean of the
+kept matrix). Where it is kept, it is assembled block by block (one ``(n, n)`` matrix, not the
+float32 product, the bool comparison and the float32 copy of the one-piece form).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
+from cmhbench.interfaces import PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, data_relative_cache_bytes
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 
@@ -50,11 +58,6 @@ class LabelOverlap(SimilarityOperator):
         other = self.labels if cols is None else self.labels[cols]
         return (self.labels[rows] @ other.T > 0).float()
 
-    def dense(self) -> Tensor:
-        """``(L L^T > 0)`` in one product (the matrix this strategy always handed over)."""
-        check_dense_fits(self.n, self.device)
-        return (self.labels @ self.labels.T > 0).float()
-
 
 class LabelSimilarity:
     """Builds ``S = 1[L L^T > 0]`` from the training labels."""
@@ -67,7 +70,7 @@ class LabelSimilarity:
         if train.labels is None:
             raise ValueError("the labels strategy needs the training labels")
         labels = train.labels.float()
-        supervision = Supervision(LabelOverlap(labels), soft_labels=labels)
+        supervision = Supervision(LabelOverlap(labels), soft_labels=labels, cache_bytes=data_relative_cache_bytes(train))
         supervision.info["similar_fraction"] = supervision.mean()
         return supervision
 

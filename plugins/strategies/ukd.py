@@ -58,7 +58,8 @@ distance exactly 0); ``S_ij = 1`` instead of 0.999 (the ``ssah`` student applies
 What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
 - ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K (4.25 GB at n = 184,477),
-  built a chunk of 4096 rows at a time from :func:`cmhbench.training.knn_orders` (the ranking of
+  built a block of rows at a time (each ``(rows, n)`` array at most 32 MiB,
+  :func:`cmhbench.training.knn_chunk_rows`) from :func:`cmhbench.training.knn_orders` (the ranking of
   :func:`~cmhbench.training.knn_mask`); per row (:func:`~cmhbench.training.knn_row_bits`), or symmetrised
   (:func:`~cmhbench.training.knn_union_bits`). Per-item neighbour lists would take ``8 n K`` bytes
   (int32, two spaces): 76 GB at the default share of n = 184,477.
