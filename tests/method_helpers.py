@@ -58,3 +58,14 @@ def assert_hash_layer_and_text_net(model, bits=8, hidden=4096):
     assert tuple(image.weight.shape) == (bits, 20) and tuple(image.bias.shape) == (bits,)
     assert [type(m) for m in text] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
     assert tuple(text[0].weight.shape) == (hidden, 12) and tuple(text[2].weight.shape) == (bits, hidden)
+
+
+def assert_codes_are_tanh_of_scaled_heads(model, scale, modalities=tuple(Modality)):
+    """``model.encode`` of random 20-d image / 12-d text rows equals ``tanh(scale * head(x))`` for each of
+    ``modalities`` (a model fitted by :func:`fit_tiny_teacher`)."""
+    width = {Modality.IMAGE: 20, Modality.TEXT: 12}
+    for modality in modalities:
+        x = torch.randn(5, width[modality])
+        with torch.no_grad():
+            want = torch.tanh(scale * model.heads[modality](x))
+        torch.testing.assert_close(model.encode(x, modality), want)

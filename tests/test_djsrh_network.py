@@ -22,7 +22,8 @@ from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures
 from cmhbench.plugins import get_registry
-from method_helpers import assert_hash_layer_and_text_net, build, cross_modal_map, fit_tiny_teacher, paired
+from method_helpers import (assert_codes_are_tanh_of_scaled_heads, assert_hash_layer_and_text_net, build, cross_modal_map,
+                            fit_tiny_teacher, paired)
 from plugins_for_tests import load_tiny
 
 
@@ -63,12 +64,7 @@ def test_text_width_is_official_on_every_dataset(dataset):
 def test_codes_are_tanh_of_the_scaled_hash_layer():
     model = _fit_tiny_batch(bits=8, hidden=32)
     assert model.alpha == 1.0  # sqrt(epoch + 1) after the single epoch 0 (models.py:27, train.py:73)
-    x, y = torch.randn(5, 20), torch.randn(5, 12)
-    with torch.no_grad():
-        want_i = torch.tanh(model.alpha * model.heads[Modality.IMAGE](x))
-        want_t = torch.tanh(model.alpha * model.heads[Modality.TEXT](y))
-    torch.testing.assert_close(model.encode(x, Modality.IMAGE), want_i)
-    torch.testing.assert_close(model.encode(y, Modality.TEXT), want_t)
+    assert_codes_are_tanh_of_scaled_heads(model, model.alpha)
     model3 = _fit_tiny_batch(bits=8, hidden=32, epochs=3)
     assert model3.alpha == math.sqrt(3.0)
 

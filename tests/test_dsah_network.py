@@ -26,7 +26,8 @@ from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures
 from cmhbench.plugins import clear_cache, get_registry
-from method_helpers import assert_hash_layer_and_text_net, build, cross_modal_map, fit_tiny_teacher, paired
+from method_helpers import (assert_codes_are_tanh_of_scaled_heads, assert_hash_layer_and_text_net, build, cross_modal_map,
+                            fit_tiny_teacher, paired)
 from plugins_for_tests import load_tiny
 from cmhbench_plugins.teachers.dsah import official_nets
 
@@ -138,12 +139,7 @@ def test_optimisers_are_the_official_ones():
 def test_codes_are_tanh_of_the_scaled_hash_layer():
     model = _fit_tiny_batch(bits=8, hidden=32)
     assert model.code_scale == 1.0  # sqrt(epoch + 1) after the single epoch 0 (models.py:33, train.py:81)
-    x, y = torch.randn(5, 20), torch.randn(5, 12)
-    with torch.no_grad():
-        want_i = torch.tanh(model.code_scale * model.heads[Modality.IMAGE](x))
-        want_t = torch.tanh(model.code_scale * model.heads[Modality.TEXT](y))
-    torch.testing.assert_close(model.encode(x, Modality.IMAGE), want_i)
-    torch.testing.assert_close(model.encode(y, Modality.TEXT), want_t)
+    assert_codes_are_tanh_of_scaled_heads(model, model.code_scale)
     model3 = _fit_tiny_batch(bits=8, hidden=32, epochs=3)
     assert model3.code_scale == math.sqrt(3.0)
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from cmhbench.cli import app
 from cmhbench.interfaces import Modality
-from method_helpers import assert_hash_layer_and_text_net, build, cross_modal_map, fit_tiny_teacher, paired
+from method_helpers import (assert_codes_are_tanh_of_scaled_heads, assert_hash_layer_and_text_net, build, cross_modal_map,
+                            fit_tiny_teacher, paired)
 from plugins_for_tests import load_tiny
 
 
@@ -36,10 +37,7 @@ def test_default_networks_are_the_official_ones():
 def test_codes_are_tanh_of_the_scaled_hash_layer():
     model = _fit_tiny_batch(bits=8, hidden=32)
     assert model.code_scale == 1.0  # sqrt(epoch + 1) after the single epoch 0
-    x = torch.randn(5, 20)
-    with torch.no_grad():
-        want = torch.tanh(model.code_scale * model.heads[Modality.IMAGE](x))
-    torch.testing.assert_close(model.encode(x, Modality.IMAGE), want)
+    assert_codes_are_tanh_of_scaled_heads(model, model.code_scale, [Modality.IMAGE])
     model3 = _fit_tiny_batch(bits=8, hidden=32, epochs=3)
     assert model3.code_scale == math.sqrt(3.0)
 
