@@ -86,6 +86,7 @@ within rounding of ``t`` may read differently in two differently shaped blocks.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
 
@@ -132,8 +133,10 @@ class ReconstructedSimilarity(SimilarityOperator):
         return self.u.device
 
     def with_threshold(self, threshold: float) -> "ReconstructedSimilarity":
-        """The same ``S_R`` handed over in binary mode at ``threshold``."""
-        return ReconstructedSimilarity(self.uk, self.u, threshold)
+        """The same ``S_R`` (the same factor tensors, not copied) handed over in binary mode at ``threshold``."""
+        handed = copy.copy(self)
+        handed.threshold = threshold
+        return handed
 
     def reconstructed_block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
         """``(len(rows), len(cols) or n)`` float32 block of the symmetrised ``S_R`` (in [-1, 1])."""
@@ -191,19 +194,10 @@ class FactoredReconstruction(ReconstructedSimilarity):
         self.kernel = kernel
         self.threshold = threshold
         self.n = int(self.parts[0].shape[0])
-        self.bounds = []
-        start = 0
-        for part in self.parts:
-            self.bounds.append((start, start + int(part.shape[1])))
-            start += int(part.shape[1])
 
     @property
     def device(self) -> torch.device:
         return self.kernel.device
-
-    def with_threshold(self, threshold: float) -> "FactoredReconstruction":
-        """The same ``S_R`` handed over in binary mode at ``threshold``."""
-        return FactoredReconstruction(self.parts, self.kernel, threshold)
 
     def rows_of_u(self, rows: Optional[Tensor] = None) -> Tensor:
         """``U[rows]`` ``(len(rows) or n, d)`` float32, stacked from the parts."""
@@ -212,8 +206,8 @@ class FactoredReconstruction(ReconstructedSimilarity):
     def _times_u_transposed(self, left: Tensor, cols: Optional[Tensor]) -> Tensor:
         """``left @ U[cols]^T`` for ``left`` ``(r, d)``: part by part, ``(r, len(cols) or n)``."""
         out = None
-        for part, (a, b) in zip(self.parts, self.bounds):
-            term = left[:, a:b] @ (part if cols is None else part[cols]).T
+        for block, part in zip(left.split([int(p.shape[1]) for p in self.parts], dim=1), self.parts):
+            term = block @ (part if cols is None else part[cols]).T
             out = term if out is None else out.add_(term)
         return out
 
