@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from cmhbench import interfaces
 from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision
@@ -320,6 +321,7 @@ def test_projection_from_blocks_equals_the_dense_update_where_s_has_low_rank(sym
     if not symmetric:
         s = s * torch.linspace(0.5, 1.0, len(s))[None, :]  # still rank 5, no longer symmetric
     monkeypatch.setattr(dadh, "ROW_BLOCK_BYTES", 4 * len(s) * 7)  # 7 rows per block: many blocks
+    monkeypatch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)  # S too large to hold whole: dadh reads blocks
     on_demand = Supervision(_FromMatrix(s, symmetric), cache_bytes=0)
     assert on_demand.kept_dense is None
     z = torch.sign(torch.randn(len(s), 16, generator=torch.Generator().manual_seed(1))).double()
@@ -334,6 +336,7 @@ def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
 
     s = 0.9 * _label_similarity(n=80) + 0.1 * torch.eye(80)  # full rank: 5 strong directions, the rest 0.1
     monkeypatch.setattr(dadh, "PROJECTION_RANK", 5)
+    monkeypatch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)  # S too large to hold whole: dadh reads blocks
     project = dadh.label_projection(Supervision(_FromMatrix(s), cache_bytes=0), None, 1.0, torch.float64,
                                     torch.device("cpu"), seed=0)
     u, sigma, _ = torch.linalg.svd(s.double())
@@ -355,6 +358,7 @@ def test_fit_reads_s_by_blocks_only_and_matches_the_dense_path(monkeypatch):
         raise AssertionError("dense() called")
 
     monkeypatch.setattr(type(op), "dense", refuse)
+    monkeypatch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)  # S too large to hold whole: dadh reads blocks
     codes = []
     for sup in (Supervision(s.clone()), Supervision(op, cache_bytes=0)):
         torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """Issue 12, memory: loads without whole-matrix copies, split tensors shared or viewed, ``load_s``,
-and the memory-lean ``features`` teacher, kNN chunks and ``labels`` cache, all with the old values."""
+and the memory-lean ``features`` teacher, kNN chunks and ``labels`` and ``ukd`` caches, all with the old values."""
 
 from __future__ import annotations
 
@@ -252,6 +252,40 @@ def test_labels_cache_is_bounded_by_the_data_and_students_get_the_same_results(m
         student.fit(train.without_labels(), sup, 8)
         codes.append(torch.cat([student.encode(train.get(m), m) for m in Modality], 1))
     assert torch.equal(codes[0], codes[1])  # bit-identical student results
+
+
+class _FixedOutputs:
+    """A teacher whose continuous outputs are fixed ``(n, 6)`` matrices (all ``ukd`` reads)."""
+
+    def __init__(self, n, seed=4):
+        g = torch.Generator().manual_seed(seed)
+        self.out = {m: torch.randn(n, 6, generator=g) for m in Modality}
+
+    def encode(self, x, modality):
+        return self.out[Modality(modality)]
+
+
+@pytest.mark.parametrize("student, overrides", [("linear", {"epochs": 2}), ("dcmh", {"epochs": 2}),
+                                                ("dadh", {"epochs": 2, "hidden": 64, "batch_size": 16})])
+def test_ukd_cache_is_bounded_by_the_data_and_students_get_the_same_results(monkeypatch, student, overrides):
+    train = _labelled_train().without_labels()
+    teacher = _FixedOutputs(60)
+    kept = build("strategy", "ukd", k=9).distill(teacher, train)
+    assert kept.kept_dense is not None  # 60 x 60 float32 is under the 256 MiB floor
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 0)  # now 60^2 x 4 > the 60 x 10 float32 features
+    # a rank-2 projection would differ from L = S: dadh must still build the dense L while it fits
+    monkeypatch.setattr(importlib.import_module("cmhbench_plugins.students.dadh"), "PROJECTION_RANK", 2)
+    on_demand = build("strategy", "ukd", k=9).distill(teacher, train)
+    assert on_demand.kept_dense is None
+    assert torch.equal(on_demand.block(torch.arange(60)), kept.kept_dense)
+    assert on_demand.info["similar_fraction"] == pytest.approx(kept.info["similar_fraction"], rel=1e-6)
+    codes = []
+    for sup in (kept, on_demand):
+        seed_everything(5)  # as the runner does before it builds a method
+        model = build("student", student, **overrides)
+        model.fit(train, sup, 8)
+        codes.append(torch.cat([model.encode(train.get(m), m) for m in Modality], 1))
+    assert torch.equal(codes[0], codes[1])  # bit-identical student results (dadh: the same dense L = S)
 
 
 def test_large_similarity_values_are_checked_by_row_blocks(monkeypatch):

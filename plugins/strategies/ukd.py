@@ -62,7 +62,10 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
   :func:`cmhbench.training.knn_chunk_rows`) from :func:`cmhbench.training.knn_orders` (the ranking of
   :func:`~cmhbench.training.knn_mask`); per row (:func:`~cmhbench.training.knn_row_bits`), or symmetrised
   (:func:`~cmhbench.training.knn_union_bits`). Per-item neighbour lists would take ``8 n K`` bytes
-  (int32, two spaces): 76 GB at the default share of n = 184,477.
+  (int32, two spaces): 76 GB at the default share of n = 184,477. A dense float copy is kept for
+  students only while it is also at most the size of the training features (or 256 MiB:
+  :func:`~cmhbench.interfaces.data_relative_cache_bytes`): its blocks are exactly the bits, so
+  students read the same values either way (``dadh`` builds the dense ``L = S`` it needs itself).
 - ``sim``: the two ``(n, bits)`` unit-normalised output matrices (94 MB at 64 bits); a block is
   ``(1 + (Z_I,rows Z_I,cols^T + Z_T,rows Z_T,cols^T) / 2) / 2``. Where the dense matrix is kept (see
   :class:`~cmhbench.interfaces.Supervision`) it is computed in one product, as always; blocks
@@ -77,7 +80,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits, data_relative_cache_bytes
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.training import knn_row_bits, knn_union_bits, l2_normalize
@@ -163,7 +166,8 @@ class UKDStrategy:
             return supervision
         k = neighbour_count(self.config, n)
         build = knn_union_bits if self.config.symmetrize else knn_row_bits
-        supervision = Supervision(build([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k})
+        supervision = Supervision(build([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k},
+                                  cache_bytes=data_relative_cache_bytes(train))
         supervision.info["similar_fraction"] = supervision.mean()
         return supervision
 

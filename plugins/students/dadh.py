@@ -81,8 +81,8 @@ the discrete update is ``soft_labels`` when present (with the ``labels`` strateg
 official ``L``, ``main.py:32``), otherwise the rows of the similarity, ``L = S`` (n x n; the update
 then projects ``B`` onto the span of S's columns, the same pseudo-labels as the ``ssah`` student).
 S is read by blocks only (``supervision.block``): the minibatch's ``S[idx][:, idx]`` for the triplet
-loss, and for the discrete update the kept dense matrix where the strategy holds it (n <= 23,170);
-above, where ``S`` (n x n) cannot be held, the update uses ``L = S`` restricted to its leading
+loss, and for the discrete update the dense matrix, kept by the strategy or built from its blocks
+(n <= 23,170); above, where ``S`` (n x n) cannot be held, the update uses ``L = S`` restricted to its leading
 ``PROJECTION_RANK`` (256) singular subspace, found once per fit from row blocks
 (:func:`label_projection`). That is cmhbench's choice, not a departure from DADH, whose code only
 ever uses labels: exact where S has rank at most 256 (``labels``-like S of a few hundred classes),
@@ -142,7 +142,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached
 from cmhbench.lazy import autograd, F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, keep_freed_memory, minibatches, step
@@ -386,11 +386,16 @@ def leading_singular_subspace(supervision: Supervision, rank: int, dtype, device
 def label_projection(supervision: Supervision, labels: Tensor | None, lamb: float, dtype, device,
                      seed: int) -> Callable[[Tensor], Tensor]:
     """``Z -> L (L^T L + lamb I)^-1 L^T Z`` for ``(n, bits)`` ``Z``: the discrete update's ``L P``
-    (``main.py:179-185``). ``L`` is ``labels`` ``(n, k)`` when given, else the kept dense ``S`` (small
-    n: the same products as always); when ``S`` is not held whole (n > 23,170), ``L = S`` restricted to
-    its leading ``PROJECTION_RANK`` singular subspace, ``U diag(sigma^2 / (sigma^2 + lamb)) U^T Z``
-    (:func:`leading_singular_subspace`; the exact map of ``L = S`` where S has at most that rank)."""
+    (``main.py:179-185``). ``L`` is ``labels`` ``(n, k)`` when given, else the dense ``S``: the one the
+    supervision keeps, or, where it keeps none (a strategy whose cache is bounded by the data), built
+    here from its operator while it fits :data:`~cmhbench.interfaces.DENSE_CACHE_BYTES` (n <= 23,170),
+    so ``L`` does not depend on the strategy's cache rule (the same products as always); when ``S``
+    cannot be held whole, ``L = S`` restricted to its leading ``PROJECTION_RANK`` singular subspace,
+    ``U diag(sigma^2 / (sigma^2 + lamb)) U^T Z`` (:func:`leading_singular_subspace`; the exact map of
+    ``L = S`` where S has at most that rank)."""
     lab = labels if labels is not None else supervision.kept_dense
+    if lab is None and dense_is_cached(supervision.n):
+        lab = supervision.dense()
     if lab is not None:
         lab = lab.to(device, dtype)
         chol = torch.linalg.cholesky(lab.T @ lab + lamb * torch.eye(lab.shape[1], device=device, dtype=dtype))
