@@ -209,8 +209,9 @@ def deterministic_torch() -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
-def _encode(model: Any, spec: MethodSpec, x: torch.Tensor, modality: Modality, bits: int, batch: int = 8192) -> np.ndarray:
-    """Codes of ``(n, d)`` features as int8 ``{-1,+1}``, checking the plugin's output."""
+def _encode(model: Any, spec: MethodSpec, x: Any, modality: Modality, bits: int, batch: int = 8192) -> np.ndarray:
+    """Codes of ``(n, d)`` features (a tensor or :class:`GatheredRows`, read by slices of ``batch``
+    rows) as int8 ``{-1,+1}``, checking the plugin's output."""
     parts = []
     with plugin_guard(spec, f"encode({modality.value})"), torch.no_grad():
         for start in range(0, x.shape[0], batch):
@@ -461,13 +462,43 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class GatheredRows:
+    """``(n, d)`` rows ``arr[idx]`` of a host array, gathered only when sliced: ``rows[a:b]`` is the
+    tensor ``arr[idx[a:b]]`` on ``device``. The runner holds the query and database splits this way
+    on the CPU when they are scattered among the items: it only encodes them, a block at a time, so
+    the file-order features are never copied whole for evaluation (under ``djsrh`` the database is
+    nearly every item: a gathered copy would double the features' memory). Never handed to a plugin."""
+
+    ndim = 2
+
+    def __init__(self, arr: np.ndarray, idx: np.ndarray, device: torch.device) -> None:
+        self.arr, self.idx, self.device = arr, np.asarray(idx), torch.device(device)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(len(idx), d)``."""
+        return torch.Size((len(self.idx), self.arr.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        if not isinstance(rows, slice):
+            raise TypeError("GatheredRows are read by slices of rows")
+        return torch.from_numpy(self.arr[self.idx[rows]]).to(self.device)
+
+
+EVALUATION_SPLITS = ("query", "database")
+
+
 def _to_device(data: CrossModalData, device: torch.device) -> dict[str, PairedFeatures]:
     """The ``train``, ``query`` and ``database`` pairs of ``data`` as tensors on ``device`` (labels
     for ``train`` only), without needless copies (:func:`_split_tensors`): identical splits share one
     tensor, a split that is a contiguous block of a larger one (or of the items) is a view of it,
-    and on the CPU a contiguous block of the items is a view of the dataset's own array. Plugins
-    must therefore never change these tensors in place (they never did: a split's features may be
-    another's)."""
+    on the CPU a contiguous block of the items is a view of the dataset's own array, and a scattered
+    query or database split on the CPU is a :class:`GatheredRows`, read by blocks when encoded.
+    Plugins must therefore never change these tensors in place (they never did: a split's features
+    may be another's)."""
     splits = {name: np.asarray(getattr(data.splits, name)) for name in ("train", "query", "database")}
     image, text = _split_tensors(data.image, splits, device), _split_tensors(data.text, splits, device)
     return {
@@ -480,23 +511,31 @@ def _to_device(data: CrossModalData, device: torch.device) -> dict[str, PairedFe
     }
 
 
-def _split_tensors(arr: np.ndarray, splits: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def _split_tensors(arr: np.ndarray, splits: dict[str, np.ndarray], device: torch.device) -> dict[str, Any]:
     """``arr[idx]`` as a tensor on ``device`` for each split ``name -> idx`` (int64 row indices), with
     the values of that fancy index, made largest split first: a split equal to one already made is
     that very tensor; a contiguous block of one (``dcmh``/``ukd``/``dadh``: training = the first items
     of the database) is a view of it; a contiguous range of rows (``ucch``, ``dadh``) is
     ``arr[start:stop]``, a view of ``arr`` on the CPU (``torch.from_numpy``), one block moved to
-    another device; only scattered splits are gathered into new memory."""
-    made: dict[str, torch.Tensor] = {}
+    another device; a scattered split is gathered into new memory, except on the CPU a scattered
+    query or database split, which stays a :class:`GatheredRows` (gathered a block at a time when
+    encoded; the training split is then gathered on its own)."""
+    made: dict[str, Any] = {}
+    lazy = device.type == "cpu"
     for name in sorted(splits, key=lambda k: -len(splits[k])):  # stable: ties keep their order
         idx = splits[name]
         for other, tensor in made.items():
+            if isinstance(tensor, GatheredRows):
+                continue
             offset = _block_offset(idx, splits[other])
             if offset is not None:
                 made[name] = tensor if len(idx) == len(splits[other]) else tensor[offset : offset + len(idx)]
                 break
         else:
             start = _block_offset(idx, None, len(arr))
+            if start is None and lazy and name in EVALUATION_SPLITS:
+                made[name] = GatheredRows(arr, idx, device)
+                continue
             part = arr[start : start + len(idx)] if start is not None else arr[idx]
             if not (part.flags.c_contiguous and part.flags.writeable):  # as the fancy index gave: C-ordered, writable
                 part = np.array(part, order="C")

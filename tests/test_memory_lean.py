@@ -19,7 +19,8 @@ from cmhbench.data.matfile import as_features, read_features, read_mat, to_rows
 from cmhbench.errors import DataError
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision, data_relative_cache_bytes
 from cmhbench.plugins import get_registry
-from cmhbench.runner import RunRequest, Runner, _to_device
+from cmhbench import runner as runner_mod
+from cmhbench.runner import GatheredRows, RunRequest, Runner, _to_device
 from cmhbench.training import knn_chunk_rows, knn_orders, knn_row_bits, l2_normalize, seed_everything, unpack_bits
 from method_helpers import build
 
@@ -124,12 +125,19 @@ def _data(query, database, train, n=40):
     return CrossModalData("t", image, text, labels, splits, synthetic=True)
 
 
+def _whole(rows):
+    """A split's features as one tensor (a :class:`GatheredRows` gathered whole)."""
+    return rows[:] if isinstance(rows, GatheredRows) else rows
+
+
 def _check_values(data, tensors):
     for name in ("train", "query", "database"):
         idx = getattr(data.splits, name)
-        assert torch.equal(tensors[name].image, torch.from_numpy(data.image[idx]))
-        assert torch.equal(tensors[name].text, torch.from_numpy(data.text[idx]))
-        assert tensors[name].image.is_contiguous() and tensors[name].text.is_contiguous()
+        image, text = _whole(tensors[name].image), _whole(tensors[name].text)
+        assert torch.equal(image, torch.from_numpy(data.image[idx])) and torch.equal(text, torch.from_numpy(data.text[idx]))
+        assert image.is_contiguous() and text.is_contiguous()
+        for start in range(0, len(idx), 7):  # what encoding reads: slices of rows
+            assert torch.equal(tensors[name].image[start : start + 7], torch.from_numpy(data.image[idx[start : start + 7]]))
     assert torch.equal(tensors["train"].labels, torch.from_numpy(data.labels[data.splits.train].astype(np.float32)))
 
 
@@ -148,17 +156,28 @@ def test_identical_splits_share_one_tensor_and_ranges_are_views_of_the_data():
         assert _inside(t[name].image, data.image) and _inside(t[name].text, data.text)  # no copy on the CPU
 
 
-def test_a_prefix_of_a_scattered_split_is_a_view_of_it_and_scattered_splits_are_copied():
+def test_scattered_evaluation_splits_are_gathered_by_blocks_and_training_is_copied_on_its_own():
     perm = np.random.default_rng(4).permutation(40)
     data = _data(perm[:8], perm[8:], perm[8:20])  # dcmh / ukd: training = first items of the database
     t = _to_device(data, torch.device("cpu"))
     _check_values(data, t)
-    db, train = t["database"].image, t["train"].image
-    assert train.data_ptr() == db.data_ptr() and not _inside(db, data.image)
+    for name in ("query", "database"):  # nothing gathered until encoded
+        assert isinstance(t[name].image, GatheredRows) and t[name].image.arr is data.image and t[name].text.arr is data.text
+    assert t["train"].image.shape == (12, 6) and not _inside(t["train"].image, data.image)
     djsrh = _data(perm[:8], np.sort(perm[8:]), perm[20:32])  # training scattered in the database
     t = _to_device(djsrh, torch.device("cpu"))
     _check_values(djsrh, t)
-    assert t["train"].image.data_ptr() != t["database"].image.data_ptr()
+    assert isinstance(t["database"].image, GatheredRows) and isinstance(t["train"].image, torch.Tensor)
+
+
+def test_on_another_device_a_prefix_of_a_scattered_split_is_a_view_of_it(monkeypatch):
+    perm = np.random.default_rng(4).permutation(40)
+    data = _data(perm[:8], perm[8:], perm[8:20])
+    made = runner_mod._split_tensors(data.image, {"train": perm[8:20], "query": perm[:8], "database": perm[8:]},
+                                     torch.device("meta"))  # any device but the CPU: splits resident there
+    assert made["train"].shape == (12, 6) and made["database"].shape == (32, 6) and made["query"].shape == (8, 6)
+    assert all(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in made.values())
+    assert made["train"]._base is made["database"]  # a view of the gathered database
 
 
 def test_results_record_the_load_time(tmp_path, test_plugins):
