@@ -90,23 +90,72 @@ def knn_orders(features: Tensor, k: int, metric: str = "euclidean", chunk: Optio
     rounding depends on its shape (cosine keys of exactly tied directions, e.g. integer outputs and
     blocks of a few rows); Euclidean keys of float32 features sum exact float64 products (same bits
     at 4096-row and byte-sized blocks in the tests and on 6000 x 128 outputs, K = 0.55 n)."""
+    z, sq = _knn_space(features, metric)
+    n = z.shape[0]
+    chunk = knn_chunk_rows(n) if chunk is None else chunk
+    for start in range(0, n, chunk):
+        order = torch.sort(_knn_keys(z[start : start + chunk], sq[start : start + chunk], z, sq, metric),
+                           dim=1, stable=True).indices
+        yield start, order[:, :k]
+        del order
+
+
+def _knn_space(features: Tensor, metric: str) -> tuple[Tensor, Tensor]:
+    """``(z, sq)``: the float64 rows the keys are formed from (unit-normalised for cosine) and their
+    squared norms."""
     z = features.double()
     if metric == "cosine":
         z = l2_normalize(z)
-    n = z.shape[0]
-    chunk = knn_chunk_rows(n) if chunk is None else chunk
-    sq = (z * z).sum(1)
-    for start in range(0, n, chunk):
-        block = z[start : start + chunk]
-        key = block @ z.T
-        if metric == "cosine":
-            key.neg_()
-        else:  # (-2 p + sq_i) + sq_j == (sq_i - 2 p) + sq_j exactly: IEEE addition commutes
-            key.mul_(-2.0).add_(sq[start : start + chunk, None]).add_(sq[None, :]).clamp_(min=0.0)
-        order = torch.sort(key, dim=1, stable=True).indices
-        del key
-        yield start, order[:, :k]
-        del order
+    return z, (z * z).sum(1)
+
+
+def _knn_keys(z_rows: Tensor, sq_rows: Tensor, z_cols: Tensor, sq_cols: Tensor, metric: str) -> Tensor:
+    """``(rows, cols)`` float64 ranking keys of :func:`knn_orders` (smaller is nearer): squared
+    Euclidean distances ``(-2 z_i.z_j + sq_i) + sq_j`` clamped at 0, or minus the cosine."""
+    key = z_rows @ z_cols.T
+    if metric == "cosine":
+        return key.neg_()
+    # (-2 p + sq_i) + sq_j == (sq_i - 2 p) + sq_j exactly: IEEE addition commutes
+    return key.mul_(-2.0).add_(sq_rows[:, None]).add_(sq_cols[None, :]).clamp_(min=0.0)
+
+
+KEY_TILE = 8  # rows of every key product behind the kNN bits and radii: a multiple of any GEMM kernel's row tile
+
+
+def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str) -> Tensor:
+    """``(len(rows), n)`` keys of ``rows`` against every row, from one product of whole
+    :data:`KEY_TILE`-row tiles (the last one padded with its first row). A float64 key's rounding
+    depends on the shape of the product it comes from (measured: the same row against a subset of
+    the columns, or in a product of 1 or 7 rows, sums in another order), not on the other rows of
+    whole tiles against all n rows: so a key has the same bits whichever block asks for it."""
+    pad = -len(rows) % KEY_TILE
+    tiled = rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
+    return _knn_keys(z[tiled], sq[tiled], z, sq, metric)[: len(rows)]
+
+
+def _tile_chunk(chunk: int) -> int:
+    """``chunk`` rounded down to a multiple of :data:`KEY_TILE` (at least one tile)."""
+    return max(KEY_TILE, chunk - chunk % KEY_TILE)
+
+
+def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(radius, last)`` per row of ``(m, n)`` ``keys``: the k-th smallest key and the index of the
+    item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
+    stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort."""
+    radius = keys.kthvalue(k, dim=1).values
+    tied = keys == radius[:, None]
+    need = k - (keys < radius[:, None]).sum(1)  # >= 1: the k-th place is among the tied
+    place = tied.cumsum(1)
+    place.masked_fill_(~tied, 0)
+    last = (place == need[:, None]).to(torch.uint8).argmax(1)
+    return radius, last
+
+
+def _within(keys: Tensor, radius: Tensor, last: Tensor, cols: Tensor) -> Tensor:
+    """``(m, len(cols))`` bool: column j (index ``cols``) is among the row's k nearest given its
+    :func:`_kth_nearest` ``(radius, last)``: ``key < radius``, or ``key == radius`` and ``j <= last``."""
+    r = radius[:, None]
+    return (keys < r) | ((keys == r) & (cols[None, :] <= last[:, None]))
 
 
 @no_grad
@@ -196,17 +245,24 @@ class BitSimilarity(SimilarityOperator):
 def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
     """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
     ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
-    the same :func:`knn_orders` rows as :func:`knn_mask`, ties included, built a ``chunk`` of rows at a
-    time into an n^2 / 8-byte bit matrix (never an n x n tensor)."""
+    the rows of :func:`knn_mask`, ties included, from the keys of a ``chunk`` of rows at a time
+    (rounded down to whole :data:`KEY_TILE`-row tiles: :func:`_tiled_keys`), selected by their k-th
+    key (:func:`_kth_nearest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
+    n x n tensor)."""
     n = spaces[0].shape[0]
-    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
-    for parts in zip(*(knn_orders(z, k, metric, chunk) for z in spaces)):
-        start, m = parts[0][0], parts[0][1].shape[0]
-        rows = torch.zeros(m, n, dtype=torch.bool, device=packed.device)
-        for _, order in parts:
-            rows.scatter_(1, order, True)
-        rows[torch.arange(m, device=rows.device), torch.arange(start, start + m, device=rows.device)] = True
-        packed[start : start + m] = pack_bits(rows)
+    device = spaces[0].device
+    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=device)
+    prepared = [_knn_space(z, metric) for z in spaces]
+    every = torch.arange(n, device=device)
+    chunk = _tile_chunk(knn_chunk_rows(n) if chunk is None else chunk)
+    for start in range(0, n, chunk):
+        idx = every[start : start + chunk]
+        rows = torch.zeros(len(idx), n, dtype=torch.bool, device=device)
+        for z, sq in prepared:
+            keys = _tiled_keys(z, sq, idx, metric)
+            rows |= _within(keys, *_kth_nearest(keys, k), every)
+            del keys
+        packed[start : start + len(idx)] = pack_bits(fill_block_diagonal_(rows, idx, value=True))
     return BitSimilarity(packed, n, symmetric=False)
 
 
@@ -216,6 +272,70 @@ def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", 
     as an n^2 / 8-byte bit matrix (never an n x n tensor)."""
     rows = knn_row_bits(spaces, k, metric, chunk)
     return BitSimilarity(symmetrise_bits_(rows.packed, rows.n), rows.n, symmetric=True)
+
+
+class KnnRadiusSimilarity(SimilarityOperator):
+    """The per-row 0/1 similarity of :func:`knn_row_bits` computed on demand instead of kept as
+    n^2 / 8 bits: ``M_ij = 1`` iff j is among i's k nearest rows in some space (ties to the lower
+    index), or ``i = j``.
+
+    Kept per space: the float64 rows the keys are formed from and their squared norms, and per row
+    ``i`` the key of its k-th neighbour, ``radius_i``, and that neighbour's index, ``last_i``. The
+    stable order puts ties at the lower index first, so j is among i's k nearest exactly when
+    ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`_kth_nearest`).
+    That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
+    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space.
+
+    Exact, not approximate: every key, when the radii are found and when a block is read, comes
+    from whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of
+    :func:`knn_row_bits` do, so blocks hold exactly its entries (tested, ties included); a column
+    block is cut from the full rows. Not symmetrised: ``M^T``'s rows would need every row's keys
+    (``knn_union_bits`` keeps bits)."""
+
+    symmetric = False
+
+    def __init__(self, spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> None:
+        self.n = int(spaces[0].shape[0])
+        self.k, self.metric = k, metric
+        self.chunk = _tile_chunk(knn_chunk_rows(self.n) if chunk is None else chunk)
+        prepared = [_knn_space(features, metric) for features in spaces]
+        device = prepared[0][0].device
+        radii = [(torch.empty(self.n, dtype=torch.float64, device=device),
+                  torch.empty(self.n, dtype=torch.int64, device=device)) for _ in prepared]
+        every = torch.arange(self.n, device=device)
+        self._count = 0  # the 1 entries, counted in the same pass (a later mean() needs no other)
+        for start in range(0, self.n, self.chunk):
+            rows = every[start : start + self.chunk]
+            member = torch.zeros(len(rows), self.n, dtype=torch.bool, device=device)
+            for (z, sq), (radius, last) in zip(prepared, radii):
+                keys = _tiled_keys(z, sq, rows, self.metric)
+                radius[rows], last[rows] = _kth_nearest(keys, k)
+                member |= _within(keys, radius[rows], last[rows], every)
+                del keys
+            self._count += int(fill_block_diagonal_(member, rows).sum())
+        self.spaces = [(z, sq, radius, last) for (z, sq), (radius, last) in zip(prepared, radii)]
+
+    @property
+    def device(self) -> torch.device:
+        return self.spaces[0][0].device
+
+    def count(self) -> int:
+        """The number of 1 entries."""
+        return self._count
+
+    def mean(self) -> float:
+        """The share of 1 entries, :meth:`count` / n^2 (exact)."""
+        return self._count / (self.n * self.n) if self.n else 0.0
+
+    @no_grad
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
+        out = torch.zeros(len(rows), self.n, dtype=torch.bool, device=self.device)
+        every = torch.arange(self.n, device=self.device)
+        for z, sq, radius, last in self.spaces:
+            out |= _within(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], every)
+        fill_block_diagonal_(out, rows)
+        return (out if cols is None else out[:, cols]).float()
 
 
 def fill_block_diagonal_(block: Tensor, rows: Tensor, cols: Optional[Tensor] = None, value: float = 1.0) -> Tensor:

@@ -21,7 +21,8 @@ from cmhbench.interfaces import Modality, PairedFeatures, Supervision, data_rela
 from cmhbench.plugins import get_registry
 from cmhbench import runner as runner_mod
 from cmhbench.runner import GatheredRows, RunRequest, Runner, _to_device
-from cmhbench.training import knn_chunk_rows, knn_orders, knn_row_bits, l2_normalize, seed_everything, unpack_bits
+from cmhbench.training import (KnnRadiusSimilarity, knn_chunk_rows, knn_orders, knn_row_bits, l2_normalize,
+                               seed_everything, unpack_bits)
 from method_helpers import build
 
 features_plugin = importlib.import_module("cmhbench_plugins.teachers.features")
@@ -305,6 +306,71 @@ def test_ukd_cache_is_bounded_by_the_data_and_students_get_the_same_results(monk
         model.fit(train, sup, 8)
         codes.append(torch.cat([model.encode(train.get(m), m) for m in Modality], 1))
     assert torch.equal(codes[0], codes[1])  # bit-identical student results (dadh: the same dense L = S)
+
+
+def _outputs(kind, n=70, seed=6):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "tied":  # integer outputs: many keys tie to the last bit
+        return [torch.randint(-2, 3, (n, 4), generator=g).float(), torch.randint(-1, 2, (n, 3), generator=g).float()]
+    return [torch.randn(n, 128, generator=g), 3 * torch.randn(n, 64, generator=g)]
+
+
+@pytest.mark.parametrize("kind", ["tied", "generic"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_radii_give_the_entries_of_the_bits_for_any_block(kind, metric):
+    spaces = _outputs(kind)
+    g = torch.Generator().manual_seed(1)
+    for k in (1, 2, 23, 70):
+        bits = knn_row_bits(spaces, k, metric, chunk=16)  # keys from the same whole 8-row tiles
+        radii = KnnRadiusSimilarity(spaces, k, metric, chunk=21)  # 16-row tiles, the last one padded
+        assert radii.chunk == 16 and radii.count() == bits.count() and radii.mean() == bits.mean()
+        assert torch.equal(radii.block(torch.arange(70)), bits.block(torch.arange(70)))
+        for m in (1, 3, 8, 13):  # a key's rounding depends on its product's shape: not here
+            rows = torch.randperm(70, generator=g)[:m]
+            cols = torch.randperm(70, generator=g)[:11]
+            assert torch.equal(radii.block(rows), bits.block(rows)), (k, m)
+            assert torch.equal(radii.block(rows, cols), bits.block(rows, cols)), (k, m)
+        masks = [old_knn_mask(z, k, metric) for z in spaces]  # the sort-based ranking, ties to the lower index
+        assert torch.equal(bits.block(torch.arange(70)).bool(), (masks[0] | masks[1]) | torch.eye(70, dtype=torch.bool))
+
+
+def old_knn_mask(z, k, metric):
+    """Row i marks i's k nearest rows: a stable sort of the float64 keys (those of whole 8-row
+    tiles: exactly tied cosine keys of integer outputs round differently in a 70-row product)."""
+    z = z.double()
+    if metric == "cosine":
+        z = l2_normalize(z)
+    sq = (z * z).sum(1)
+    key = torch.cat([(z[t : t + 8] @ z.T) for t in range(0, 64, 8)] + [(z[[*range(64, 70), 64, 64]] @ z.T)[:6]])
+    key = key.neg_() if metric == "cosine" else key.mul_(-2.0).add_(sq[:, None]).add_(sq[None, :]).clamp_(min=0.0)
+    order = torch.sort(key, dim=1, stable=True).indices[:, :k]
+    return torch.zeros_like(key, dtype=torch.bool).scatter_(1, order, True)
+
+
+def test_ukd_keeps_radii_where_bits_would_outgrow_the_features_and_students_get_the_same_results(monkeypatch):
+    ukd = importlib.import_module("cmhbench_plugins.strategies.ukd")
+    def nus(n):  # NUS-WIDE-sized float32 features, not allocated
+        return PairedFeatures(torch.empty(n, 4096, device="meta"), torch.empty(n, 1000, device="meta"))
+
+    thin = PairedFeatures(torch.zeros(46_341, 1), torch.zeros(46_341, 1))
+    assert ukd.keeps_bits(46_340, thin) and not ukd.keeps_bits(46_341, thin)  # the 256 MiB floor
+    assert ukd.keeps_bits(15_000, nus(15_000))  # ukd protocol: 28 MB of bits
+    assert not ukd.keeps_bits(184_477, nus(184_477))  # ucch protocol: 4.25 GB of bits > 3.76 GB / 4
+    train = _labelled_train(n=100).without_labels()
+    teacher = _FixedOutputs(100)
+    as_bits = build("strategy", "ukd", k=33).distill(teacher, train)
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 0)  # 100^2 / 8 bytes > a quarter of 100 x 10 float32
+    as_radii = build("strategy", "ukd", k=33).distill(teacher, train)
+    assert type(as_bits.operator).__name__ == "BitSimilarity" and isinstance(as_radii.operator, KnnRadiusSimilarity)
+    assert as_radii.kept_dense is None and torch.equal(as_radii.block(torch.arange(100)), as_bits.block(torch.arange(100)))
+    assert as_radii.info["similar_fraction"] == pytest.approx(as_bits.info["similar_fraction"], rel=1e-6)
+    codes = []
+    for sup in (as_bits, as_radii):
+        seed_everything(5)
+        model = build("student", "dcmh", epochs=2)
+        model.fit(train, sup, 8)
+        codes.append(torch.cat([model.encode(train.get(m), m) for m in Modality], 1))
+    assert torch.equal(codes[0], codes[1])
 
 
 def test_large_similarity_values_are_checked_by_row_blocks(monkeypatch):

@@ -57,11 +57,17 @@ distance exactly 0); ``S_ij = 1`` instead of 0.999 (the ``ssah`` student applies
 
 What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
-- ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K (4.25 GB at n = 184,477),
-  built a block of rows at a time (each ``(rows, n)`` array at most 32 MiB,
-  :func:`cmhbench.training.knn_chunk_rows`) from :func:`cmhbench.training.knn_orders` (the ranking of
-  :func:`~cmhbench.training.knn_mask`); per row (:func:`~cmhbench.training.knn_row_bits`), or symmetrised
-  (:func:`~cmhbench.training.knn_union_bits`). Per-item neighbour lists would take ``8 n K`` bytes
+- ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K, built a block of rows at a
+  time (each ``(rows, n)`` array at most 32 MiB, :func:`cmhbench.training.knn_chunk_rows`) with the
+  ranking of :func:`~cmhbench.training.knn_mask`; per row (:func:`~cmhbench.training.knn_row_bits`),
+  or symmetrised (:func:`~cmhbench.training.knn_union_bits`). Where the per-row bits would take more
+  than a quarter of the training features (:func:`keeps_bits`; 4.25 GB at n = 184,477 under the
+  ``ucch`` protocol, more than the 3.8 GB of features), the teacher's outputs and each row's k-th
+  key and neighbour are kept instead, and blocks are computed on demand
+  (:class:`~cmhbench.training.KnnRadiusSimilarity`: the entries of the bits built from the same
+  8-row tiles of keys, tested; about 200 MB at that n, for one ``(rows, n, 128)`` product per space
+  and block read).
+  Per-item neighbour lists would take ``8 n K`` bytes
   (int32, two spaces): 76 GB at the default share of n = 184,477. A dense float copy is kept for
   students only while it is also at most the size of the training features (or 256 MiB:
   :func:`~cmhbench.interfaces.data_relative_cache_bytes`): its blocks are exactly the bits, so
@@ -79,11 +85,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
 
 from cmhbench.config import hp
+from cmhbench import interfaces
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits, data_relative_cache_bytes
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import knn_row_bits, knn_union_bits, l2_normalize
+from cmhbench.training import KnnRadiusSimilarity, knn_row_bits, knn_union_bits, l2_normalize
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -113,6 +120,15 @@ def neighbour_count(config: UKDConfig, n: int) -> int:
     """K for ``n`` training pairs: ``config.k`` if set, else ``round(k_fraction * n)``; between 1 and n."""
     k = config.k or max(1, round(config.k_fraction * n))
     return min(k, n)
+
+
+def keeps_bits(n: int, train: PairedFeatures) -> bool:
+    """Whether the per-row kNN similarity of ``n`` pairs is kept as n^2 / 8 bits: while they take at
+    most a quarter of the training features (image and text, as held) or 256 MiB
+    (:data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES`, n <= 46,340); above, per-row radii
+    (:class:`~cmhbench.training.KnnRadiusSimilarity`). Deterministic: never the free memory."""
+    held = sum(t.numel() * t.element_size() for t in (train.image, train.text))
+    return n * n / 8 <= max(interfaces.DENSE_FLOOR_BYTES, held / 4)
 
 
 class CosineAgreement(SimilarityOperator):
@@ -165,8 +181,14 @@ class UKDStrategy:
             supervision.info["mean_similarity"] = supervision.mean()
             return supervision
         k = neighbour_count(self.config, n)
-        build = knn_union_bits if self.config.symmetrize else knn_row_bits
-        supervision = Supervision(build([out_i, out_t], k, self.config.metric), info={"mode": "knn", "k": k},
+        spaces = [out_i, out_t]
+        if self.config.symmetrize:
+            similarity = knn_union_bits(spaces, k, self.config.metric)
+        elif keeps_bits(n, train):
+            similarity = knn_row_bits(spaces, k, self.config.metric)
+        else:
+            similarity = KnnRadiusSimilarity(spaces, k, self.config.metric)
+        supervision = Supervision(similarity, info={"mode": "knn", "k": k},
                                   cache_bytes=data_relative_cache_bytes(train))
         supervision.info["similar_fraction"] = supervision.mean()
         return supervision
