@@ -201,6 +201,14 @@ class SimilarityOperator:
         columns, ``(len(rows), n)``), on :attr:`device`. ``rows``, ``cols``: 1-D int64 index tensors."""
         raise NotImplementedError
 
+    def columns(self, cols: Tensor) -> Tensor:
+        """``(len(cols), n)`` float32 rows of ``S^T``, i.e. ``S[:, cols].T``: the row block of ``cols``
+        when :attr:`symmetric`, else the columns of the block of every row (a subclass may compute
+        them directly)."""
+        if self.symmetric:
+            return self.block(cols)
+        return self.block(torch.arange(self.n, device=self.device), cols).T
+
     def dense(self) -> Tensor:
         """The ``(n, n)`` float32 matrix on :attr:`device`, assembled from row blocks; raises
         :class:`MemoryError` naming its size when it would not fit in the free memory."""
@@ -388,9 +396,7 @@ class Supervision:
         if m is not None:
             return m.T[as_index(cols, self.n, m.device)].to(torch.float32)
         op = self.operator
-        if op.symmetric:
-            return self.block(cols)
-        return op.block(torch.arange(op.n, device=op.device), as_index(cols, op.n, op.device)).T
+        return op.columns(as_index(cols, op.n, op.device))
 
     def rows(self, device: Any = None) -> SimilarityRows:
         """A :class:`SimilarityRows` view of ``S`` on ``device`` (default: the operator's)."""

@@ -112,11 +112,15 @@ def _knn_space(features: Tensor, metric: str) -> tuple[Tensor, Tensor]:
 def _knn_keys(z_rows: Tensor, sq_rows: Tensor, z_cols: Tensor, sq_cols: Tensor, metric: str) -> Tensor:
     """``(rows, cols)`` float64 ranking keys of :func:`knn_orders` (smaller is nearer): squared
     Euclidean distances ``(-2 z_i.z_j + sq_i) + sq_j`` clamped at 0, or minus the cosine."""
-    key = z_rows @ z_cols.T
+    return _keys_of(z_rows @ z_cols.T, sq_rows, sq_cols, metric)
+
+
+def _keys_of(products: Tensor, sq_rows: Tensor, sq_cols: Tensor, metric: str) -> Tensor:
+    """:func:`_knn_keys` from the ``(rows, cols)`` inner products, in place."""
     if metric == "cosine":
-        return key.neg_()
+        return products.neg_()
     # (-2 p + sq_i) + sq_j == (sq_i - 2 p) + sq_j exactly: IEEE addition commutes
-    return key.mul_(-2.0).add_(sq_rows[:, None]).add_(sq_cols[None, :]).clamp_(min=0.0)
+    return products.mul_(-2.0).add_(sq_rows[:, None]).add_(sq_cols[None, :]).clamp_(min=0.0)
 
 
 KEY_TILE = 8  # rows of every key product behind the kNN bits and radii: a multiple of any GEMM kernel's row tile
@@ -128,9 +132,14 @@ def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str) -> Tensor:
     depends on the shape of the product it comes from (measured: the same row against a subset of
     the columns, or in a product of 1 or 7 rows, sums in another order), not on the other rows of
     whole tiles against all n rows: so a key has the same bits whichever block asks for it."""
+    return _keys_of(_tiled_products(z, rows), sq[rows], sq, metric)
+
+
+def _tiled_products(z: Tensor, rows: Tensor) -> Tensor:
+    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles."""
     pad = -len(rows) % KEY_TILE
     tiled = rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
-    return _knn_keys(z[tiled], sq[tiled], z, sq, metric)[: len(rows)]
+    return (z[tiled] @ z.T)[: len(rows)]
 
 
 def _tile_chunk(chunk: int) -> int:
@@ -153,9 +162,10 @@ def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def _within(keys: Tensor, radius: Tensor, last: Tensor, cols: Tensor) -> Tensor:
     """``(m, len(cols))`` bool: column j (index ``cols``) is among the row's k nearest given its
-    :func:`_kth_nearest` ``(radius, last)``: ``key < radius``, or ``key == radius`` and ``j <= last``."""
-    r = radius[:, None]
-    return (keys < r) | ((keys == r) & (cols[None, :] <= last[:, None]))
+    :func:`_kth_nearest` ``(radius, last)``: ``key < radius``, or ``key == radius`` and ``j <= last``,
+    or ``j = last`` (the k-th itself, whatever the rounding of a key recomputed in another product)."""
+    r, last = radius[:, None], last[:, None]
+    return (keys < r) | ((keys == r) & (cols[None, :] <= last)) | (cols[None, :] == last)
 
 
 @no_grad
@@ -286,11 +296,17 @@ class KnnRadiusSimilarity(SimilarityOperator):
     That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
     against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space.
 
-    Exact, not approximate: every key, when the radii are found and when a block is read, comes
-    from whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of
-    :func:`knn_row_bits` do, so blocks hold exactly its entries (tested, ties included); a column
-    block is cut from the full rows. Not symmetrised: ``M^T``'s rows would need every row's keys
-    (``knn_union_bits`` keeps bits)."""
+    Row blocks are exact: every key, when the radii are found and when a block is read, comes from
+    whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of
+    :func:`knn_row_bits` do, so they hold exactly its entries (tested, ties included); a column
+    subset is cut from the full rows. Rows of ``M^T`` (:meth:`columns`, what ``dcmh`` reads for its
+    text step) take the keys from the products of the columns' own tiles, transposed: an inner
+    product can round differently there (float64 sums of float32 products in another order), so an
+    entry could differ where a key other than the k-th's equals the k-th key to its last bit. Measured
+    with Euclidean keys: none of 64 million entries at n = 8,000 (128-d tanh outputs, also
+    saturated ones), none with integer outputs full of exact ties (tested); with cosine keys of
+    integer outputs, 1 to 4 of 4,900 (the ``ukd`` strategy keeps bits for cosine). Not symmetrised:
+    ``M | M^T`` would need both reads in every block (``knn_union_bits`` keeps bits)."""
 
     symmetric = False
 
@@ -326,6 +342,18 @@ class KnnRadiusSimilarity(SimilarityOperator):
     def mean(self) -> float:
         """The share of 1 entries, :meth:`count` / n^2 (exact)."""
         return self._count / (self.n * self.n) if self.n else 0.0
+
+    @no_grad
+    def columns(self, cols: Tensor) -> Tensor:
+        """``(len(cols), n)`` float32 0/1 rows of ``M^T``: the keys of every row against ``cols``,
+        from the products of ``cols``' own whole tiles against all n rows (one ``(cols, n, d)``
+        product per space, never every row's)."""
+        out = torch.zeros(self.n, len(cols), dtype=torch.bool, device=self.device)
+        for z, sq, radius, last in self.spaces:
+            keys = _keys_of(_tiled_products(z, cols).T, sq, sq[cols], self.metric)
+            out |= _within(keys, radius, last, cols)
+            del keys
+        return fill_block_diagonal_(out.T, cols).float()
 
     @no_grad
     def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:

@@ -330,6 +330,9 @@ def test_knn_radii_give_the_entries_of_the_bits_for_any_block(kind, metric):
             cols = torch.randperm(70, generator=g)[:11]
             assert torch.equal(radii.block(rows), bits.block(rows)), (k, m)
             assert torch.equal(radii.block(rows, cols), bits.block(rows, cols)), (k, m)
+        if metric == "euclidean":  # rows of M^T from the columns' own products (cosine keeps bits in ukd)
+            for cols in (torch.tensor([0]), torch.tensor([3, 5, 9, 3]), torch.arange(70), torch.tensor([69, 1])):
+                assert torch.equal(radii.columns(cols), bits.block(torch.arange(70), cols).T), (k, cols)
         masks = [old_knn_mask(z, k, metric) for z in spaces]  # the sort-based ranking, ties to the lower index
         assert torch.equal(bits.block(torch.arange(70)).bool(), (masks[0] | masks[1]) | torch.eye(70, dtype=torch.bool))
 

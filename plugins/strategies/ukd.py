@@ -64,9 +64,10 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
   than a quarter of the training features (:func:`keeps_bits`; 4.25 GB at n = 184,477 under the
   ``ucch`` protocol, more than the 3.8 GB of features), the teacher's outputs and each row's k-th
   key and neighbour are kept instead, and blocks are computed on demand
-  (:class:`~cmhbench.training.KnnRadiusSimilarity`: the entries of the bits built from the same
-  8-row tiles of keys, tested; about 200 MB at that n, for one ``(rows, n, 128)`` product per space
-  and block read).
+  (:class:`~cmhbench.training.KnnRadiusSimilarity`: the entries of the bits, rows exactly by
+  construction, columns as measured there; about 200 MB at that n, for one ``(rows, n, 128)``
+  product per space and block read). The ``cosine`` metric keeps bits: there a column read can
+  differ from the bits where normalised outputs tie exactly.
   Per-item neighbour lists would take ``8 n K`` bytes
   (int32, two spaces): 76 GB at the default share of n = 184,477. A dense float copy is kept for
   students only while it is also at most the size of the training features (or 256 MiB:
@@ -184,7 +185,7 @@ class UKDStrategy:
         spaces = [out_i, out_t]
         if self.config.symmetrize:
             similarity = knn_union_bits(spaces, k, self.config.metric)
-        elif keeps_bits(n, train):
+        elif self.config.metric == "cosine" or keeps_bits(n, train):
             similarity = knn_row_bits(spaces, k, self.config.metric)
         else:
             similarity = KnnRadiusSimilarity(spaces, k, self.config.metric)
