@@ -1,10 +1,15 @@
-"""Helpers the method tests share: build a registered method, slice the tiny data, score codes."""
+"""Helpers the method tests share: build a registered method, slice the tiny data, score codes,
+run the CLI on the tiny data."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
+from typer.testing import CliRunner
 
+from cmhbench.cli import app
 from cmhbench.config import resolve_config
 from cmhbench.evaluation import retrieval_metrics
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
@@ -69,3 +74,13 @@ def assert_codes_are_tanh_of_scaled_heads(model, scale, modalities=tuple(Modalit
         with torch.no_grad():
             want = torch.tanh(scale * model.heads[modality](x))
         torch.testing.assert_close(model.encode(x, modality), want)
+
+
+def run_tiny(tmp_path, *args):
+    """``cmhbench run --dataset tiny ARGS --results tmp_path -q``, checked to succeed; returns the one
+    result file's record (a dict) and its codes (the ``NpzFile`` it names)."""
+    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", *args, "--results", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    (result,) = tmp_path.rglob("*.json")
+    record = json.loads(result.read_text())
+    return record, np.load(result.with_name(record["codes_file"]))

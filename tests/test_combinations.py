@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cmhbench.cli import app
+from method_helpers import run_tiny
+
 
 TEACHERS = ["features", "cvh", "djsrh", "jdsh", "dgcpn", "ugach", "ucch", "dsah"]
 STRATEGIES = ["ukd", "sakdh", "codes"]
@@ -25,13 +23,8 @@ QUICK = {
 
 def run(tmp_path, teacher, strategy, student):
     sets = [x for name in (teacher, student) for item in QUICK.get(name, []) for x in ("--set", item)]
-    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--teacher", teacher, "--strategy", strategy,
-                                   "--student", student, "--bits", "8", "--results", str(tmp_path), "-q", *sets])
-    assert res.exit_code == 0, res.output
-    (result,) = tmp_path.rglob("*.json")
-    data = json.loads(result.read_text())
+    data, codes = run_tiny(tmp_path, "--teacher", teacher, "--strategy", strategy, "--student", student, "--bits", "8", *sets)
     assert (data["key"]["teacher"], data["key"]["strategy"], data["key"]["student"]) == (teacher, strategy, student)
-    codes = np.load(result.with_name(data["codes_file"]))
     for name in ("query_image_codes", "query_text_codes", "db_image_codes", "db_text_codes"):
         assert codes[name].shape[1] == 8 and set(np.unique(codes[name])) <= {-1, 1}
     assert 0 < data["metrics"]["i2t"]["map"] <= 1 and 0 < data["metrics"]["t2i"]["map"] <= 1

@@ -8,21 +8,17 @@ settings on NUS-WIDE.
 
 from __future__ import annotations
 
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
 from cmhbench import interfaces
-from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision
 from cmhbench.plugins import get_registry
-from method_helpers import build, cross_modal_map, paired
+from method_helpers import build, cross_modal_map, paired, run_tiny
 from plugins_for_tests import load_tiny
 
 # The official settings at 5869b81: config.py, main.py, run_mir.sh (nothing but --flag and --bit).
@@ -271,15 +267,10 @@ def test_dadh_learns_on_tiny_data_from_labels():
 
 
 def test_dadh_runs_end_to_end_from_the_cli(tmp_path, test_plugins):
-    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--strategy", "labels", "--student", "dadh",
-                                   "--bits", "16", "--results", str(tmp_path), "-q",
-                                   "--set", "student.epochs=2", "--set", "student.hidden=64"])
-    assert res.exit_code == 0, res.output
-    (result,) = tmp_path.rglob("*.json")
-    data = json.loads(result.read_text())
+    data, codes = run_tiny(tmp_path, "--strategy", "labels", "--student", "dadh", "--bits", "16",
+                           "--set", "student.epochs=2", "--set", "student.hidden=64")
     student = data["config"]["student"]
     assert student["epochs"] == 2 and student["lr"] == 5e-5 and student["triplet_weight"] == 121.0
-    codes = np.load(result.with_name(data["codes_file"]))
     assert codes["query_image_codes"].shape[1] == 16
 
 
@@ -347,8 +338,6 @@ def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
 
 
 def test_fit_reads_s_by_blocks_only_and_matches_the_dense_path(monkeypatch):
-    from cmhbench_plugins.students import dadh
-
     data = load_tiny()
     train = paired(data, "train", labels=True)
     s = (train.labels @ train.labels.T > 0).float()

@@ -9,21 +9,18 @@ learning rate ``logspace(-1.5, -3, 500)`` (``DCMH_demo.m:20-21``), F = G = 0 at 
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision
 from cmhbench.plugins import get_registry
 from cmhbench_plugins.students.dcmh import DCMH, centred_sparse_linear, lr_schedule, official_nets, text_forward
-from method_helpers import build, cross_modal_map, paired
+from method_helpers import build, cross_modal_map, paired, run_tiny
 from plugins_for_tests import load_tiny
 
 # DCMH_matlab/DCMH_matlab/ @ 67d0e84
@@ -256,13 +253,8 @@ def test_dcmh_with_official_settings_learns_on_tiny_data():
 
 
 def test_dcmh_runs_end_to_end_with_its_defaults_but_few_epochs(tmp_path, test_plugins):
-    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--strategy", "labels", "--student", "dcmh",
-                                   "--bits", "16", "--results", str(tmp_path), "-q", "--set", "student.epochs=2"])
-    assert res.exit_code == 0, res.output
-    (result,) = tmp_path.rglob("*.json")
-    record = json.loads(result.read_text())
+    record, codes = run_tiny(tmp_path, "--strategy", "labels", "--student", "dcmh", "--bits", "16", "--set", "student.epochs=2")
     config = record["config"]["student"]
     assert config["text_hidden"] == 8192 and config["epochs"] == 2 and config["eta"] == 1.0
-    codes = np.load(result.with_name(record["codes_file"]))
     assert codes["query_image_codes"].shape[1] == 16 and set(np.unique(codes["db_text_codes"])) <= {-1, 1}
     assert math.isfinite(record["metrics"]["i2t"]["map"])

@@ -5,13 +5,11 @@ training-set size rule, and that the teacher learns on the tiny structured data 
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from method_helpers import build, cross_modal_map, paired
+from method_helpers import build, cross_modal_map, paired, run_tiny
 from plugins_for_tests import load_tiny
 
 
@@ -166,12 +164,6 @@ def test_dgcpn_teacher_learns_on_structured_data():
 
 
 def test_dgcpn_runs_from_the_cli_on_tiny_data(tmp_path, test_plugins):
-    from cmhbench.cli import app
-
-    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--teacher", "dgcpn", "--student", "none", "--bits", "8",
-                                   "--results", str(tmp_path), "-q", "--set", "teacher.epochs=10",
-                                   "--set", "teacher.hidden=128"])
-    assert res.exit_code == 0, res.output
-    (result,) = tmp_path.rglob("*.json")
-    data = json.loads(result.read_text())
+    data, _ = run_tiny(tmp_path, "--teacher", "dgcpn", "--student", "none", "--bits", "8",
+                       "--set", "teacher.epochs=10", "--set", "teacher.hidden=128")
     assert data["metrics"]["i2t"]["map"] > 0.6 and data["metrics"]["t2i"]["map"] > 0.6, data["metrics"]

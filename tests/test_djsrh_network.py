@@ -9,21 +9,17 @@ Image: AlexNet's classifier cut at fc7's ReLU (``models.py:12``; its Dropout lay
 
 from __future__ import annotations
 
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from cmhbench.cli import app
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures
 from cmhbench.plugins import get_registry
 from method_helpers import (assert_codes_are_tanh_of_scaled_heads, assert_hash_layer_and_text_net, build, cross_modal_map,
-                            fit_tiny_teacher, paired)
+                            fit_tiny_teacher, paired, run_tiny)
 from plugins_for_tests import load_tiny
 
 
@@ -132,12 +128,7 @@ def test_djsrh_with_official_networks_learns_on_tiny_data():
 
 
 def test_djsrh_runs_end_to_end_with_its_defaults_but_few_epochs(tmp_path, test_plugins):
-    res = CliRunner().invoke(app, ["run", "--dataset", "tiny", "--teacher", "djsrh", "--student", "none", "--bits",
-                                   "16", "--results", str(tmp_path), "-q", "--set", "teacher.epochs=10"])
-    assert res.exit_code == 0, res.output
-    (result,) = tmp_path.rglob("*.json")
-    data = json.loads(result.read_text())
+    data, codes = run_tiny(tmp_path, "--teacher", "djsrh", "--student", "none", "--bits", "16", "--set", "teacher.epochs=10")
     assert data["config"]["teacher"]["hidden"] == 4096 and data["config"]["teacher"]["epochs"] == 10
-    codes = np.load(result.with_name(data["codes_file"]))
     assert codes["query_image_codes"].shape[1] == 16
     assert data["metrics"]["i2t"]["map"] > 0.6 and data["metrics"]["t2i"]["map"] > 0.6, data["metrics"]
