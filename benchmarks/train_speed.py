@@ -57,6 +57,7 @@ METHODS = [
     Method("jdsh", "teacher", "jdsh_wiki.py"),
     Method("dgcpn", "teacher", "dgcpn_wiki.py"),
     Method("ucch", "teacher", "ucch_wiki.py"),
+    Method("dsah", "teacher", "dsah_wiki.py"),
     Method("cvh", "teacher", None),  # no official code (IJCAI 2011)
     Method("ugach", "teacher", None),  # official code is TensorFlow 1
     Method("dcmh", "student", "dcmh_wiki.py"),  # the PyTorch port
