@@ -74,7 +74,7 @@ def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
 def knn_chunk_rows(n: int) -> int:
     """Rows of a :func:`knn_orders` block over ``n`` items, at least 1: ``CHUNK_ENTRIES / 4`` entries,
     32 MiB per ``(rows, n)`` float64 or int64 array. A block holds at most three (the distances, the
-    sort's values and its indices: under 100 MiB), and :func:`knn_row_bits` one block per space."""
+    sort's values and its indices: under 100 MiB)."""
     return max(1, (interfaces.CHUNK_ENTRIES // 4) // max(1, n))
 
 
@@ -142,30 +142,47 @@ def _tiled_products(z: Tensor, rows: Tensor) -> Tensor:
     return (z[tiled] @ z.T)[: len(rows)]
 
 
-def _tile_chunk(chunk: int) -> int:
-    """``chunk`` rounded down to a multiple of :data:`KEY_TILE` (at least one tile)."""
+KEY_CHUNK_ROWS = 64  # rows of keys selected at a time by the kNN bits and radii (94 MB at n = 184,477)
+
+
+def _tile_chunk(chunk: Optional[int]) -> int:
+    """``chunk`` (None: :data:`KEY_CHUNK_ROWS`, the fastest measured: at n = 30,000 the radii took
+    43 s with 64-row chunks, 53 s with 16 and 67 s with 136) rounded down to a multiple of
+    :data:`KEY_TILE` (at least one tile). The tiles make the keys, hence the bits, the same for any chunk."""
+    chunk = KEY_CHUNK_ROWS if chunk is None else chunk
     return max(KEY_TILE, chunk - chunk % KEY_TILE)
 
 
-def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``(radius, last)`` per row of ``(m, n)`` ``keys``: the k-th smallest key and the index of the
-    item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
-    stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort."""
-    radius = keys.kthvalue(k, dim=1).values
-    tied = keys == radius[:, None]
-    need = k - (keys < radius[:, None]).sum(1)  # >= 1: the k-th place is among the tied
-    place = tied.cumsum(1)
-    place.masked_fill_(~tied, 0)
-    last = (place == need[:, None]).to(torch.uint8).argmax(1)
-    return radius, last
+def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(radius, last, tied)`` per row of ``(m, n)`` ``keys``: the k-th smallest key, the index of
+    the item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
+    stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort, and
+    whether another key equals the k-th (bool). Only rows with such ties need more than the
+    selection: elsewhere the k-th key is unique and the selection's index is its place."""
+    radius, last = keys.kthvalue(k, dim=1)
+    tied = (keys == radius[:, None]).sum(1) > 1
+    rows = tied.nonzero().flatten()
+    if len(rows):
+        sub, r = keys[rows], radius[rows, None]
+        equal = sub == r
+        need = k - (sub < r).sum(1)  # >= 1: the k-th place is among the tied
+        place = equal.cumsum(1)
+        place.masked_fill_(~equal, 0)
+        last[rows] = (place == need[:, None]).to(torch.uint8).argmax(1)
+    return radius, last, tied
 
 
-def _within(keys: Tensor, radius: Tensor, last: Tensor, cols: Tensor) -> Tensor:
+def _within(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tensor) -> Tensor:
     """``(m, len(cols))`` bool: column j (index ``cols``) is among the row's k nearest given its
-    :func:`_kth_nearest` ``(radius, last)``: ``key < radius``, or ``key == radius`` and ``j <= last``,
-    or ``j = last`` (the k-th itself, whatever the rounding of a key recomputed in another product)."""
-    r, last = radius[:, None], last[:, None]
-    return (keys < r) | ((keys == r) & (cols[None, :] <= last)) | (cols[None, :] == last)
+    :func:`_kth_nearest` ``(radius, last, tied)``: ``key < radius``, or ``key == radius`` and
+    ``j <= last``, or ``j = last`` (the k-th itself, whatever the rounding of a key recomputed in
+    another product). In a row without ties at the k-th key that is ``key <= radius``."""
+    out = keys <= radius[:, None]
+    rows = tied.nonzero().flatten()
+    if len(rows):
+        sub, r = keys[rows], radius[rows, None]
+        out[rows] = (sub < r) | ((sub == r) & (cols[None, :] <= last[rows, None]))
+    return out.logical_or_(cols[None, :] == last[:, None])
 
 
 @no_grad
@@ -256,7 +273,7 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
     ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
     the rows of :func:`knn_mask`, ties included, from the keys of a ``chunk`` of rows at a time
-    (rounded down to whole :data:`KEY_TILE`-row tiles: :func:`_tiled_keys`), selected by their k-th
+    (default :data:`KEY_CHUNK_ROWS`; whole :data:`KEY_TILE`-row tiles: :func:`_tiled_keys`), selected by their k-th
     key (:func:`_kth_nearest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
     n x n tensor)."""
     n = spaces[0].shape[0]
@@ -264,7 +281,7 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=device)
     prepared = [_knn_space(z, metric) for z in spaces]
     every = torch.arange(n, device=device)
-    chunk = _tile_chunk(knn_chunk_rows(n) if chunk is None else chunk)
+    chunk = _tile_chunk(chunk)
     for start in range(0, n, chunk):
         idx = every[start : start + chunk]
         rows = torch.zeros(len(idx), n, dtype=torch.bool, device=device)
@@ -290,7 +307,8 @@ class KnnRadiusSimilarity(SimilarityOperator):
     index), or ``i = j``.
 
     Kept per space: the float64 rows the keys are formed from and their squared norms, and per row
-    ``i`` the key of its k-th neighbour, ``radius_i``, and that neighbour's index, ``last_i``. The
+    ``i`` the key of its k-th neighbour, ``radius_i``, that neighbour's index, ``last_i``, and whether
+    another key ties it. The
     stable order puts ties at the lower index first, so j is among i's k nearest exactly when
     ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`_kth_nearest`).
     That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
@@ -313,23 +331,24 @@ class KnnRadiusSimilarity(SimilarityOperator):
     def __init__(self, spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> None:
         self.n = int(spaces[0].shape[0])
         self.k, self.metric = k, metric
-        self.chunk = _tile_chunk(knn_chunk_rows(self.n) if chunk is None else chunk)
+        self.chunk = _tile_chunk(chunk)
         prepared = [_knn_space(features, metric) for features in spaces]
         device = prepared[0][0].device
         radii = [(torch.empty(self.n, dtype=torch.float64, device=device),
-                  torch.empty(self.n, dtype=torch.int64, device=device)) for _ in prepared]
+                  torch.empty(self.n, dtype=torch.int64, device=device),
+                  torch.empty(self.n, dtype=torch.bool, device=device)) for _ in prepared]
         every = torch.arange(self.n, device=device)
         self._count = 0  # the 1 entries, counted in the same pass (a later mean() needs no other)
         for start in range(0, self.n, self.chunk):
             rows = every[start : start + self.chunk]
             member = torch.zeros(len(rows), self.n, dtype=torch.bool, device=device)
-            for (z, sq), (radius, last) in zip(prepared, radii):
+            for (z, sq), (radius, last, tied) in zip(prepared, radii):
                 keys = _tiled_keys(z, sq, rows, self.metric)
-                radius[rows], last[rows] = _kth_nearest(keys, k)
-                member |= _within(keys, radius[rows], last[rows], every)
+                radius[rows], last[rows], tied[rows] = _kth_nearest(keys, k)
+                member |= _within(keys, radius[rows], last[rows], tied[rows], every)
                 del keys
             self._count += int(fill_block_diagonal_(member, rows).sum())
-        self.spaces = [(z, sq, radius, last) for (z, sq), (radius, last) in zip(prepared, radii)]
+        self.spaces = [(z, sq, *kth) for (z, sq), kth in zip(prepared, radii)]
 
     @property
     def device(self) -> torch.device:
@@ -349,9 +368,9 @@ class KnnRadiusSimilarity(SimilarityOperator):
         from the products of ``cols``' own whole tiles against all n rows (one ``(cols, n, d)``
         product per space, never every row's)."""
         out = torch.zeros(self.n, len(cols), dtype=torch.bool, device=self.device)
-        for z, sq, radius, last in self.spaces:
+        for z, sq, radius, last, tied in self.spaces:
             keys = _keys_of(_tiled_products(z, cols).T, sq, sq[cols], self.metric)
-            out |= _within(keys, radius, last, cols)
+            out |= _within(keys, radius, last, tied, cols)
             del keys
         return fill_block_diagonal_(out.T, cols).float()
 
@@ -360,8 +379,8 @@ class KnnRadiusSimilarity(SimilarityOperator):
         """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
         out = torch.zeros(len(rows), self.n, dtype=torch.bool, device=self.device)
         every = torch.arange(self.n, device=self.device)
-        for z, sq, radius, last in self.spaces:
-            out |= _within(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], every)
+        for z, sq, radius, last, tied in self.spaces:
+            out |= _within(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], tied[rows], every)
         fill_block_diagonal_(out, rows)
         return (out if cols is None else out[:, cols]).float()
 

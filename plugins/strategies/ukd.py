@@ -57,9 +57,9 @@ distance exactly 0); ``S_ij = 1`` instead of 0.999 (the ``ssah`` student applies
 
 What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
-- ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K, built a block of rows at a
-  time (each ``(rows, n)`` array at most 32 MiB, :func:`cmhbench.training.knn_chunk_rows`) with the
-  ranking of :func:`~cmhbench.training.knn_mask`; per row (:func:`~cmhbench.training.knn_row_bits`),
+- ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K, built 64 rows at a time
+  (:data:`cmhbench.training.KEY_CHUNK_ROWS`: 94 MB per ``(rows, n)`` float64 array at n = 184,477)
+  with the ranking of :func:`~cmhbench.training.knn_mask`; per row (:func:`~cmhbench.training.knn_row_bits`),
   or symmetrised (:func:`~cmhbench.training.knn_union_bits`). Where the per-row bits would take more
   than a quarter of the training features (:func:`keeps_bits`; 4.25 GB at n = 184,477 under the
   ``ucch`` protocol, more than the 3.8 GB of features), the teacher's outputs and each row's k-th
