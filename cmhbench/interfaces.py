@@ -88,6 +88,11 @@ def dense_is_cached(n: int, limit: Optional[int] = None) -> bool:
     return dense_bytes(n) <= (DENSE_CACHE_BYTES if limit is None else limit)
 
 
+def feature_bytes(train: PairedFeatures) -> int:
+    """Bytes of the image and text feature matrices of ``train``, as held."""
+    return sum(t.numel() * t.element_size() for t in (train.image, train.text))
+
+
 def data_relative_cache_bytes(train: PairedFeatures) -> int:
     """A ``cache_bytes`` for :class:`Supervision` bounded by the data as well: the ``(n, n)`` float32
     matrix is kept dense only when it takes at most :data:`DENSE_CACHE_BYTES` and at most the larger
@@ -100,8 +105,7 @@ def data_relative_cache_bytes(train: PairedFeatures) -> int:
     mean). Without it the kept matrix of n = 17,900 pairs (1.28 GB) is 3.3 times their 4096-d +
     1000-d features, and a student that copies ``S^T`` (``dcmh``) holds it twice. Deterministic: it
     does not depend on the memory free when the run starts, so results never do."""
-    held = sum(t.numel() * t.element_size() for t in (train.image, train.text))
-    return min(DENSE_CACHE_BYTES, max(DENSE_FLOOR_BYTES, held))
+    return min(DENSE_CACHE_BYTES, max(DENSE_FLOOR_BYTES, feature_bytes(train)))
 
 
 def free_memory_bytes(device: Any) -> Optional[int]:

@@ -185,6 +185,27 @@ def _within(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tens
     return out.logical_or_(cols[None, :] == last[:, None])
 
 
+def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric: str,
+                       chunk: Optional[int]) -> Iterator[tuple[Tensor, Tensor, list[tuple[Tensor, Tensor, Tensor]]]]:
+    """The one pass behind :func:`knn_row_bits` and :class:`KnnRadiusSimilarity`: per chunk of rows
+    (:func:`_tile_chunk`), ``(rows, member, kth)`` with ``rows`` the int64 row indices, ``member``
+    ``(len(rows), n)`` bool (j among the row's k nearest in some space of ``prepared``, the
+    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`_kth_nearest`."""
+    n = prepared[0][0].shape[0]
+    every = torch.arange(n, device=prepared[0][0].device)
+    step = _tile_chunk(chunk)
+    for start in range(0, n, step):
+        rows = every[start : start + step]
+        member = torch.zeros(len(rows), n, dtype=torch.bool, device=every.device)
+        kth = []
+        for z, sq in prepared:
+            keys = _tiled_keys(z, sq, rows, metric)
+            kth.append(_kth_nearest(keys, k))
+            member |= _within(keys, *kth[-1], every)
+            del keys
+        yield rows, fill_block_diagonal_(member, rows, value=True), kth
+
+
 @no_grad
 def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> Tensor:
     """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
@@ -277,19 +298,9 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     key (:func:`_kth_nearest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
     n x n tensor)."""
     n = spaces[0].shape[0]
-    device = spaces[0].device
-    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=device)
-    prepared = [_knn_space(z, metric) for z in spaces]
-    every = torch.arange(n, device=device)
-    chunk = _tile_chunk(chunk)
-    for start in range(0, n, chunk):
-        idx = every[start : start + chunk]
-        rows = torch.zeros(len(idx), n, dtype=torch.bool, device=device)
-        for z, sq in prepared:
-            keys = _tiled_keys(z, sq, idx, metric)
-            rows |= _within(keys, *_kth_nearest(keys, k), every)
-            del keys
-        packed[start : start + len(idx)] = pack_bits(fill_block_diagonal_(rows, idx, value=True))
+    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
+    for rows, member, _ in _knn_member_chunks([_knn_space(z, metric) for z in spaces], k, metric, chunk):
+        packed[rows] = pack_bits(member)
     return BitSimilarity(packed, n, symmetric=False)
 
 
@@ -337,18 +348,13 @@ class KnnRadiusSimilarity(SimilarityOperator):
         radii = [(torch.empty(self.n, dtype=torch.float64, device=device),
                   torch.empty(self.n, dtype=torch.int64, device=device),
                   torch.empty(self.n, dtype=torch.bool, device=device)) for _ in prepared]
-        every = torch.arange(self.n, device=device)
         self._count = 0  # the 1 entries, counted in the same pass (a later mean() needs no other)
-        for start in range(0, self.n, self.chunk):
-            rows = every[start : start + self.chunk]
-            member = torch.zeros(len(rows), self.n, dtype=torch.bool, device=device)
-            for (z, sq), (radius, last, tied) in zip(prepared, radii):
-                keys = _tiled_keys(z, sq, rows, self.metric)
-                radius[rows], last[rows], tied[rows] = _kth_nearest(keys, k)
-                member |= _within(keys, radius[rows], last[rows], tied[rows], every)
-                del keys
-            self._count += int(fill_block_diagonal_(member, rows).sum())
-        self.spaces = [(z, sq, *kth) for (z, sq), kth in zip(prepared, radii)]
+        for rows, member, kth in _knn_member_chunks(prepared, k, metric, self.chunk):
+            for kept, found in zip(radii, kth):
+                for whole, part in zip(kept, found):
+                    whole[rows] = part
+            self._count += int(member.sum())
+        self.spaces = [(z, sq, *kept) for (z, sq), kept in zip(prepared, radii)]
 
     @property
     def device(self) -> torch.device:

@@ -128,8 +128,7 @@ def keeps_bits(n: int, train: PairedFeatures) -> bool:
     most a quarter of the training features (image and text, as held) or 256 MiB
     (:data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES`, n <= 46,340); above, per-row radii
     (:class:`~cmhbench.training.KnnRadiusSimilarity`). Deterministic: never the free memory."""
-    held = sum(t.numel() * t.element_size() for t in (train.image, train.text))
-    return n * n / 8 <= max(interfaces.DENSE_FLOOR_BYTES, held / 4)
+    return n * n / 8 <= max(interfaces.DENSE_FLOOR_BYTES, interfaces.feature_bytes(train) / 4)
 
 
 class CosineAgreement(SimilarityOperator):
