@@ -153,7 +153,7 @@ def _tile_chunk(chunk: Optional[int]) -> int:
     return max(KEY_TILE, chunk - chunk % KEY_TILE)
 
 
-def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+def kth_smallest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(radius, last, tied)`` per row of ``(m, n)`` ``keys``: the k-th smallest key, the index of
     the item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
     stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort, and
@@ -172,9 +172,9 @@ def _kth_nearest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     return radius, last, tied
 
 
-def _within(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tensor) -> Tensor:
+def among_k_smallest(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tensor) -> Tensor:
     """``(m, len(cols))`` bool: column j (index ``cols``) is among the row's k nearest given its
-    :func:`_kth_nearest` ``(radius, last, tied)``: ``key < radius``, or ``key == radius`` and
+    :func:`kth_smallest` ``(radius, last, tied)``: ``key < radius``, or ``key == radius`` and
     ``j <= last``, or ``j = last`` (the k-th itself, whatever the rounding of a key recomputed in
     another product). In a row without ties at the k-th key that is ``key <= radius``."""
     out = keys <= radius[:, None]
@@ -190,7 +190,7 @@ def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric
     """The one pass behind :func:`knn_row_bits` and :class:`KnnRadiusSimilarity`: per chunk of rows
     (:func:`_tile_chunk`), ``(rows, member, kth)`` with ``rows`` the int64 row indices, ``member``
     ``(len(rows), n)`` bool (j among the row's k nearest in some space of ``prepared``, the
-    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`_kth_nearest`."""
+    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`kth_smallest`."""
     n = prepared[0][0].shape[0]
     every = torch.arange(n, device=prepared[0][0].device)
     step = _tile_chunk(chunk)
@@ -200,8 +200,8 @@ def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric
         kth = []
         for z, sq in prepared:
             keys = _tiled_keys(z, sq, rows, metric)
-            kth.append(_kth_nearest(keys, k))
-            member |= _within(keys, *kth[-1], every)
+            kth.append(kth_smallest(keys, k))
+            member |= among_k_smallest(keys, *kth[-1], every)
             del keys
         yield rows, fill_block_diagonal_(member, rows, value=True), kth
 
@@ -295,7 +295,7 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
     the rows of :func:`knn_mask`, ties included, from the keys of a ``chunk`` of rows at a time
     (default :data:`KEY_CHUNK_ROWS`; whole :data:`KEY_TILE`-row tiles: :func:`_tiled_keys`), selected by their k-th
-    key (:func:`_kth_nearest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
+    key (:func:`kth_smallest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
     n x n tensor)."""
     n = spaces[0].shape[0]
     packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
@@ -321,7 +321,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
     ``i`` the key of its k-th neighbour, ``radius_i``, that neighbour's index, ``last_i``, and whether
     another key ties it. The
     stable order puts ties at the lower index first, so j is among i's k nearest exactly when
-    ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`_kth_nearest`).
+    ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`kth_smallest`).
     That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
     against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space.
 
@@ -376,7 +376,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
         out = torch.zeros(self.n, len(cols), dtype=torch.bool, device=self.device)
         for z, sq, radius, last, tied in self.spaces:
             keys = _keys_of(_tiled_products(z, cols).T, sq, sq[cols], self.metric)
-            out |= _within(keys, radius, last, tied, cols)
+            out |= among_k_smallest(keys, radius, last, tied, cols)
             del keys
         return fill_block_diagonal_(out.T, cols).float()
 
@@ -386,7 +386,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
         out = torch.zeros(len(rows), self.n, dtype=torch.bool, device=self.device)
         every = torch.arange(self.n, device=self.device)
         for z, sq, radius, last, tied in self.spaces:
-            out |= _within(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], tied[rows], every)
+            out |= among_k_smallest(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], tied[rows], every)
         fill_block_diagonal_(out, rows)
         return (out if cols is None else out[:, cols]).float()
 

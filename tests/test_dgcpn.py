@@ -167,3 +167,54 @@ def test_dgcpn_runs_from_the_cli_on_tiny_data(tmp_path, test_plugins):
     data, _ = run_tiny(tmp_path, "--teacher", "dgcpn", "--student", "none", "--bits", "8",
                        "--set", "teacher.epochs=10", "--set", "teacher.hidden=128")
     assert data["metrics"]["i2t"]["map"] > 0.6 and data["metrics"]["t2i"]["map"] > 0.6, data["metrics"]
+
+
+def _graph_features(n, seed, duplicates=0):
+    g = torch.Generator().manual_seed(seed)
+    image, text = torch.rand(n, 40, generator=g), (torch.rand(n, 12, generator=g) < 0.3).float()
+    text[:, 0] = 1.0  # no empty tag row
+    if duplicates:  # exact duplicate items: tied affinities in every row
+        image[-duplicates:], text[-duplicates:] = image[:duplicates], text[:duplicates]
+    return image, text
+
+
+@pytest.mark.parametrize("knn_number", [0, 1, 40, 70, 98])
+@pytest.mark.parametrize("duplicates", [0, 30])
+def test_on_demand_rows_of_p_equal_the_kept_matrix(knn_number, duplicates):
+    from cmhbench_plugins.teachers.dgcpn import NeighbourRows, neighbour_distribution
+
+    image, text = _graph_features(100, seed=knn_number, duplicates=duplicates)
+    dense = neighbour_distribution(image, text, 0.01, knn_number)
+    graph = NeighbourRows(image, text, 0.01, knn_number)
+    rows = graph.rows(torch.arange(100))
+    assert torch.equal(rows > 0, dense > 0)  # the same kept sets, ties included (stable order)
+    torch.testing.assert_close(rows, dense, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(rows.sum(1), torch.ones(100))
+
+
+def test_on_demand_rows_do_not_depend_on_the_request():
+    from cmhbench_plugins.teachers.dgcpn import NeighbourRows
+
+    image, text = _graph_features(150, seed=4, duplicates=20)
+    graph = NeighbourRows(image, text, 0.01, 90)
+    whole = graph.rows(torch.arange(150))
+    g = torch.Generator().manual_seed(1)
+    for size in (1, 7, 32, 33, 64):  # minibatches of any size, rows in any order and tile position
+        idx = torch.randperm(150, generator=g)[:size]
+        assert torch.equal(graph.rows(idx), whole[idx])
+
+
+def test_dgcpn_fit_without_the_kept_p_matches_the_dense_fit(monkeypatch):
+    from cmhbench import interfaces
+
+    data = load_tiny()
+    train = paired(data, "train")
+    outputs = []
+    for cache in (interfaces.DENSE_CACHE_BYTES, 0):  # 0: P is never kept, rows on demand
+        monkeypatch.setattr(interfaces, "DENSE_CACHE_BYTES", cache)
+        torch.manual_seed(0)
+        teacher = build("teacher", "dgcpn", epochs=3, hidden=64)
+        teacher.fit(train, 16)
+        outputs.append(teacher.encode(train.image, "image"))
+    # targets equal up to float rounding: the same training, to rounding
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-4, rtol=0)

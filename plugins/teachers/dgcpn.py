@@ -96,9 +96,13 @@ Departures, and why:
   (only with sparse features whose cosines to all kept neighbours are 0).
 - ``P`` is built in row chunks and ``S`` one minibatch block at a time (``P[idx] P[idx]^T``), the
   same numbers as the official full ``n x n`` matrices up to float rounding, with one ``n x n``
-  matrix in memory instead of several. The method stays quadratic: ``P`` takes ``4 n^2`` bytes
-  (100 MB at 5000 pairs, 1.3 GB at 18015), so training sets of ~10^5 pairs are out of reach, as
-  officially.
+  matrix in memory instead of several: ``P`` takes ``4 n^2`` bytes (100 MB at 5000 pairs, 1.3 GB
+  at 18015). Above :data:`~cmhbench.interfaces.DENSE_CACHE_BYTES` (2 GiB, n > 23,170; the official
+  code would need 136 GB for ``P`` alone at NUS-WIDE's 184,477 database pairs, which UCCH's
+  protocol trains on) ``P`` is not kept: :class:`NeighbourRows` keeps 21 bytes a row and
+  recomputes the rows of each minibatch (equal to the kept ``P``'s up to float rounding). Memory
+  is then linear in ``n``, time still quadratic: one ``(32, n)`` affinity per minibatch, about
+  ``2 n^2 (d_image + d_text)`` FLOP per epoch and once more before the first.
 - The official ``loss_cal`` draws ``torch.rand(m)`` and overwrites it with ones (``train_div.py:114``);
   the draw only advances the RNG (shifting later dropout masks) and is not reproduced.
 - The official loader feeds the training log a label-based mAP of ``S`` each batch
@@ -110,12 +114,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import F, nn, torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, l2_normalize, minibatches, sgd_per_head, step
+from cmhbench.training import among_k_smallest, encode_in_batches, l2_normalize, kth_smallest, minibatches, sgd_per_head, step
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -182,6 +187,83 @@ def neighbour_distribution(image: Tensor, text: Tensor, text_weight: float, knn_
         total = a.sum(1, keepdim=True)
         p[start : start + rows] = torch.where(total != 0, a / torch.where(total != 0, total, 1.0), 0.0)
     return p
+
+
+GRAPH_TILE = 32  # rows of every affinity product behind on-demand rows of P (one minibatch of 32)
+
+
+class NeighbourRows:
+    """Rows of DGCPN's ``P`` (:func:`neighbour_distribution`) computed on demand, for training sets
+    whose ``(n, n)`` ``P`` is not kept (above :data:`~cmhbench.interfaces.DENSE_CACHE_BYTES`, 2 GiB:
+    n > 23,170; 136 GB at n = 184,477).
+
+    One pass over the rows keeps, per row, what decides its kept set and its scale: the
+    ``knn_number``-th smallest affinity and its place in the stable ascending order (the last zeroed
+    entry), the place of the largest (zeroed too) and the sum of the kept affinities; 21 bytes a
+    row. :meth:`rows` recomputes affinity rows and applies them. The features are not copied: an
+    affinity row is ``a1 (T_i . T_j) / (|T_i| |T_j|) + (1 - a1) (I_i . I_j) / (|I_i| |I_j|)`` from
+    the raw ``(n, d)`` matrices and the inverse norms.
+
+    Every affinity row, in the pass and in :meth:`rows`, comes from one product of a whole
+    :data:`GRAPH_TILE`-row tile against all ``n`` rows (the last tile padded with its first row), so
+    its rounding does not depend on which rows share the tile: the kept sets and sums of the pass
+    are exactly those of the rows served later. The rows equal :func:`neighbour_distribution`'s up
+    to float rounding (its chunks are products of another shape; ``tests/test_dgcpn.py``). Each
+    request costs a ``(m, n)`` affinity, ``2 m n (d_image + d_text)`` FLOP (60 GFLOP for a minibatch
+    of 32 at n = 184,477 and 5,096 feature dimensions), and the pass costs as much as one epoch's
+    requests."""
+
+    def __init__(self, image: Tensor, text: Tensor, text_weight: float, knn_number: int) -> None:
+        """``image`` ``(n, d_i)`` and ``text`` ``(n, d_t)`` training features (raw; kept by reference)."""
+        self.image, self.text, self.text_weight, self.knn_number = image, text, text_weight, knn_number
+        self.inv_image = 1.0 / image.norm(dim=1).clamp(min=1e-12)
+        self.inv_text = 1.0 / text.norm(dim=1).clamp(min=1e-12)
+        n = image.shape[0]
+        self.n = n
+        dev = image.device
+        self.low_value = torch.empty(n, dtype=image.dtype, device=dev)
+        self.low_last = torch.empty(n, dtype=torch.long, device=dev)
+        self.low_tied = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.top = torch.empty(n, dtype=torch.long, device=dev)
+        self.total = torch.empty(n, dtype=image.dtype, device=dev)
+        every = torch.arange(n, device=dev)
+        for start in range(0, n, GRAPH_TILE):
+            rows = every[start : start + GRAPH_TILE]
+            a = self._affinity(rows)
+            if knn_number > 0:
+                v, last, tied = kth_smallest(a, knn_number)
+                self.low_value[rows], self.low_last[rows], self.low_tied[rows] = v, last, tied
+            self.top[rows] = kth_smallest(a, n)[1]
+            self.total[rows] = self._kept(a, rows).sum(1)
+
+    def _affinity(self, rows: Tensor) -> Tensor:
+        """``(len(rows), n)`` joint affinities of ``rows``, from whole :data:`GRAPH_TILE`-row tiles."""
+        out = []
+        for start in range(0, len(rows), GRAPH_TILE):
+            tile = rows[start : start + GRAPH_TILE]
+            m = len(tile)
+            if m < GRAPH_TILE:
+                tile = torch.cat([tile, tile[:1].expand(GRAPH_TILE - m)])
+            ti = (self.text[tile] @ self.text.T).mul_(self.inv_text[tile, None]).mul_(self.inv_text[None, :])
+            ii = (self.image[tile] @ self.image.T).mul_(self.inv_image[tile, None]).mul_(self.inv_image[None, :])
+            out.append(ti.mul_(self.text_weight).add_(ii, alpha=1.0 - self.text_weight)[:m])
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def _kept(self, a: Tensor, rows: Tensor) -> Tensor:
+        """``a`` (the affinity rows of ``rows``) with each row's ``knn_number`` smallest entries and
+        its largest set to 0, in place."""
+        every = torch.arange(self.n, device=a.device)
+        drop = every[None, :] == self.top[rows, None]
+        if self.knn_number > 0:
+            drop |= among_k_smallest(a, self.low_value[rows], self.low_last[rows], self.low_tied[rows], every)
+        return a.masked_fill_(drop, 0.0)
+
+    def rows(self, rows: Tensor) -> Tensor:
+        """``(len(rows), n)`` rows of ``P`` for the int64 indices ``rows`` (a row whose kept
+        affinities sum to 0 stays 0)."""
+        a = self._kept(self._affinity(rows), rows)
+        total = self.total[rows, None]
+        return torch.where(total != 0, a / torch.where(total != 0, total, 1.0), 0.0)
 
 
 def coherence_target(affinity: Tensor, p_rows: Tensor, p_cols: Tensor, coherence_weight: float, scale: float) -> Tensor:
@@ -263,8 +345,13 @@ class DGCPN:
         knn_number, scale = graph_sizes(c, n)
         self.build(train.image.shape[1], train.text.shape[1], bits)
         with torch.no_grad():
-            p = neighbour_distribution(train.image, train.text, c.text_weight, knn_number)
-            unit_i, unit_t = l2_normalize(train.image), l2_normalize(train.text)
+            if interfaces.dense_is_cached(n):
+                p = neighbour_distribution(train.image, train.text, c.text_weight, knn_number)
+                unit_i, unit_t = l2_normalize(train.image), l2_normalize(train.text)
+                p_rows, unit_rows = p.__getitem__, lambda idx: (unit_i[idx], unit_t[idx])
+            else:
+                p_rows = NeighbourRows(train.image, train.text, c.text_weight, knn_number).rows
+                unit_rows = lambda idx: (l2_normalize(train.image[idx]), l2_normalize(train.text[idx]))  # noqa: E731
         for net in self.nets.values():
             net.train()
         gen = self.ctx.generator()
@@ -272,8 +359,9 @@ class DGCPN:
             for idx in minibatches(n, c.batch_size, gen):
                 idx = idx.to(self.ctx.device)
                 with torch.no_grad():
-                    a = joint_affinity(unit_i[idx], unit_t[idx], c.text_weight)
-                    target = coherence_target(a, p[idx], p[idx], c.coherence_weight, scale)
+                    a = joint_affinity(*unit_rows(idx), c.text_weight)
+                    p_batch = p_rows(idx)
+                    target = coherence_target(a, p_batch, p_batch, c.coherence_weight, scale)
                 self.train_batch(train.image[idx], train.text[idx], target)
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
