@@ -304,6 +304,62 @@ def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", ch
     return BitSimilarity(packed, n, symmetric=False)
 
 
+KNN_LIST_COLUMNS = 4096  # columns of the float64 copies behind one block of knn_union_lists' keys
+
+
+@no_grad
+def knn_union_lists(spaces: Sequence[Tensor], k: int, rows_per_block: Optional[int] = None) -> Tensor:
+    """``(n, w)`` int64: row i lists, in increasing order and padded with -1, the j that are among
+    i's k nearest rows by Euclidean distance in any of the ``(n, d_s)`` matrices ``spaces``, and i itself: the rows of
+    ``knn_mask(s_1) | knn_mask(s_2) | ... | I`` as index lists, ties to the lower index, ``w`` the
+    longest row (at most ``len(spaces) k + 1``). Linear memory in n: the float64 keys of a block of
+    ``rows_per_block`` rows (default :data:`KEY_CHUNK_ROWS`) are formed from float64 copies of
+    :data:`KNN_LIST_COLUMNS` columns at a time, never of a whole matrix (a float64 copy of
+    184,477 x 4096 features is 6 GB). Each key is computed once, so no tiling is needed; keys of
+    float32 inputs sum exact float64 products, so the lists are :func:`knn_mask`'s (tested, ties
+    included)."""
+    n = spaces[0].shape[0]
+    dev = spaces[0].device
+    step = rows_per_block or KEY_CHUNK_ROWS
+    every = torch.arange(n, device=dev)
+    norms = [_squared_norms(z) for z in spaces]
+    lists, width = [], 1
+    for start in range(0, n, step):
+        rows = every[start : start + step]
+        member = torch.zeros(len(rows), n, dtype=torch.bool, device=dev)
+        for z, sq in zip(spaces, norms):
+            z_rows = z[rows].double()
+            products = torch.empty(len(rows), n, dtype=torch.float64, device=dev)
+            for c in range(0, n, KNN_LIST_COLUMNS):
+                products[:, c : c + KNN_LIST_COLUMNS] = z_rows @ z[c : c + KNN_LIST_COLUMNS].double().T
+            keys = _keys_of(products, sq[rows], sq, "euclidean")
+            member |= among_k_smallest(keys, *kth_smallest(keys, k), every)
+            del keys, products
+        member[torch.arange(len(rows), device=dev), rows] = True
+        counts = member.sum(1)
+        width = max(width, int(counts.max()))
+        block = torch.full((len(rows), int(counts.max())), -1, dtype=torch.long, device=dev)
+        r, c = member.nonzero(as_tuple=True)
+        block[r, member.cumsum(1)[r, c] - 1] = c  # j at its rank among the row's members
+        lists.append(block)
+    out = torch.full((n, width), -1, dtype=torch.long, device=dev)
+    start = 0
+    for block in lists:
+        out[start : start + block.shape[0], : block.shape[1]] = block
+        start += block.shape[0]
+    return out
+
+
+def _squared_norms(features: Tensor) -> Tensor:
+    """``(n,)`` float64 squared norms of the float64 rows of ``features``, one block at a time
+    (the ``sq`` of :func:`_knn_space` for Euclidean keys, without its float64 copy)."""
+    sq = torch.empty(features.shape[0], dtype=torch.float64, device=features.device)
+    for c in range(0, features.shape[0], KNN_LIST_COLUMNS):
+        z = features[c : c + KNN_LIST_COLUMNS].double()
+        sq[c : c + KNN_LIST_COLUMNS] = (z * z).sum(1)
+    return sq
+
+
 def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
     """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, ``M`` the per-row matrix of
     :func:`knn_row_bits`: exactly ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included,

@@ -440,3 +440,23 @@ def test_example_plugin_strategy_hands_over_an_operator_or_the_same_dense_matrix
     rows, cols = torch.tensor([4, 5, 11]), torch.tensor([6, 11])
     torch.testing.assert_close(on_demand.block(rows, cols), as_dense.block(rows, cols), rtol=0, atol=1e-6)
     assert as_operator.info["mean_similarity"] == as_dense.info["mean_similarity"]
+
+
+@pytest.mark.parametrize("rows_per_block, columns", [(None, None), (7, 5), (64, 13)])
+def test_knn_union_lists_are_the_rows_of_the_union_mask_with_ties(monkeypatch, rows_per_block, columns):
+    import cmhbench.training as training
+
+    if columns:
+        monkeypatch.setattr(training, "KNN_LIST_COLUMNS", columns)  # float64 copies of a few columns at a time
+    g = torch.Generator().manual_seed(5)
+    image = torch.randint(0, 4, (90, 3), generator=g).float()  # integer outputs: exact ties
+    text = torch.randn(90, 6, generator=g)
+    for k in (1, 2, 9, 40):
+        lists = training.knn_union_lists([image, text], k, rows_per_block)
+        want = knn_mask(image, k) | knn_mask(text, k) | torch.eye(90, dtype=torch.bool)
+        got = torch.zeros(90, 91, dtype=torch.bool).scatter_(1, lists % 91, True)[:, :90]
+        assert torch.equal(got, want), k
+        assert lists.shape[1] == int(want.sum(1).max())
+        valid = lists >= 0
+        assert torch.equal(valid, torch.arange(lists.shape[1])[None, :] < want.sum(1, keepdim=True))  # packed left
+        assert bool((lists[:, 1:] > lists[:, :-1])[valid[:, 1:]].all())  # increasing

@@ -199,7 +199,26 @@ def _tiny_fit(monkeypatch, **overrides):
     return model, x, calls
 
 
+def _mask(lists, n):
+    """``(n, n)`` bool of -1-padded index lists."""
+    out = torch.zeros(n, n + 1, dtype=torch.bool)
+    out.scatter_(1, lists % (n + 1), True)
+    return out[:, :n]
+
+
+def test_correlation_graph_is_the_union_of_both_knn_graphs():
+    from cmhbench.training import knn_mask
+
+    g = torch.Generator().manual_seed(3)
+    image, text = torch.randint(0, 3, (60, 4), generator=g).float(), torch.randn(60, 5, generator=g)  # ties in image
+    lists = U.correlation_graph(image, text, 5)
+    want = knn_mask(image, 5) | knn_mask(text, 5) | torch.eye(60, dtype=torch.bool)
+    assert torch.equal(_mask(lists, 60), want)
+    assert lists.shape[1] <= 11 and bool((lists[:, :1] >= 0).all())
+
+
 def test_pretraining_positives_are_the_pair_only(monkeypatch):
+    monkeypatch.setattr(U, "QUERY_BLOCK", 16)  # candidates drawn in 3 blocks of queries
     model, x, calls = _tiny_fit(monkeypatch, epochs=1, pretrain_epochs=4, pretrain_resample=2)
     pre = calls[:8]  # 4 passes x (i2t, t2i)
     assert [c[0] for c in pre] == [Modality.IMAGE, Modality.TEXT] * 4
@@ -213,7 +232,7 @@ def test_pretraining_positives_are_the_pair_only(monkeypatch):
     assert torch.equal(pre[0][1], pre[2][1]) and not torch.equal(pre[0][1], pre[4][1])
     adv = calls[8:]
     assert len(adv) == 2
-    graph = U.correlation_graph(x.image, x.text, 5)
+    graph = _mask(U.correlation_graph(x.image, x.text, 5), 40)
     for qm, trip, batch, lr in adv:
         assert batch == 1 and lr == 0.001 and trip.shape == (80, 3)  # SELECTNUM 2, BATCH_SIZE 1, D lr 0.001
         assert bool(graph[trip[:, 0], trip[:, 1]].all())  # positives from the kNN graph

@@ -45,9 +45,8 @@ def test_ugach_correlation_graph_and_hinge():
     image = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
     text = torch.tensor([[0.0], [5.0], [5.1], [20.0]])
     g = correlation_graph(image, text, 2)
-    want = torch.tensor(
-        [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool
-    )  # image pairs {0,1}, {2,3}; text pairs 0->1, 1<->2, 3->2
+    want = torch.tensor([[0, 1, -1], [0, 1, 2], [1, 2, 3], [2, 3, -1]])
+    # image pairs {0,1}, {2,3}; text pairs 0->1, 1<->2, 3->2; as index lists padded with -1
     assert torch.equal(g, want)
     q = torch.tensor([[0.0, 0.0]])
     assert triplet_hinge(q, torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]), 0.5).item() == 0.0

@@ -127,6 +127,13 @@ Departures, and why:
 - Candidates for G are a random ``int(n / 50)`` subset per query, as officially; if all of them are
   positives (the official ``while True`` loop, ``train_32.py:82-86``, would never end) a uniformly
   drawn non-positive item is used.
+- Memory is linear in ``n``: the correlation graph is kept as each item's index list (at most
+  ``2k + 1`` entries, :func:`correlation_graph`) instead of the official per-query Python lists of
+  all n items (``utils.py:24-40``) or an ``(n, n)`` mask (34 GB at NUS-WIDE's 184,477 pairs), and
+  the candidates of G's sampling are drawn ``QUERY_BLOCK`` = 256 queries at a time. Time stays as
+  officially quadratic: every G step runs G over ``n / 50`` candidates, about
+  ``n^2 / 25 (d + bits) hidden`` FLOP per G pass and direction (at n = 184,477 with 4096-d images
+  and width 8192, about 10^16 per pass: out of reach of a CPU; at 5,000 pairs 7 x 10^12).
 - Random draws use torch's generator, not Python's ``random``/``numpy``; G visits queries in index
   order each pass (officially the order of a Python 2 dict, also fixed).
 """
@@ -141,7 +148,7 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, knn_mask
+from cmhbench.training import encode_in_batches, knn_union_lists
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -212,9 +219,15 @@ def triplet_hinge(q: Tensor, pos: Tensor, neg: Tensor, beta: float) -> Tensor:
 
 
 def correlation_graph(image: Tensor, text: Tensor, k: int) -> Tensor:
-    """``(n, n)`` bool manifold pairs: j is among the k nearest neighbours of i in the image or the
-    text features (Euclidean, i itself included)."""
-    return knn_mask(image, k) | knn_mask(text, k)
+    """``(n, w)`` int64 manifold pairs as index lists padded with -1: row i lists the j among the k
+    nearest neighbours of i in the image or the text features (Euclidean, i itself included), the
+    official ``j in KNN_cross[i]`` (:func:`~cmhbench.training.knn_union_lists`; ``w <= 2k + 1``)."""
+    return knn_union_lists([image, text], k)
+
+
+def is_positive(lists: Tensor, cols: Tensor) -> Tensor:
+    """``(m, c)`` bool: ``cols[r, s]`` is among the positives ``lists[r]`` (``(m, w)``, -1 padded)."""
+    return (cols[:, :, None] == lists[:, None, :]).any(-1)
 
 
 def hinge_grads(sq: Tensor, sp: Tensor, sn: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -288,6 +301,9 @@ class _Heads:
         self.scale = 1.0
 
 
+QUERY_BLOCK = 256  # queries whose candidates are drawn and scored at a time (fixed: draws do not depend on memory)
+
+
 def random_subsets(n_rows: int, n: int, size: int, rng: torch.Generator, chunk: int = 1024) -> Tensor:
     """``(n_rows, size)`` per row, ``size`` distinct indices of ``range(n)`` in random order."""
     out = [torch.rand(min(chunk, n_rows - s), n, generator=rng).topk(size, dim=1).indices
@@ -319,11 +335,11 @@ class UGACH:
         with torch.no_grad():
             self._pretrain(d, feats, n)
             if c.setting("positives") == "knn":
-                pos_mask = correlation_graph(feats[Modality.IMAGE], feats[Modality.TEXT], c.k)
+                positives = correlation_graph(feats[Modality.IMAGE], feats[Modality.TEXT], c.k)
             else:
-                pos_mask = torch.eye(n, dtype=torch.bool, device=dev)
+                positives = torch.arange(n, device=dev)[:, None]
             for _ in self.ctx.progress.track(range(c.epochs), c.epochs, f"ugach {bits} bits"):
-                self._epoch(d, g, feats, pos_mask, n)
+                self._epoch(d, g, feats, positives, n)
             d.fold()
             g.fold()
 
@@ -361,39 +377,53 @@ class UGACH:
             for qm, _ in self._directions():
                 self._train_d(d, feats, qm, lists[qm], batch, c.pretrain_lr)
 
-    def _positives(self, pos_mask: Tensor, n: int, chunk: int = 1024) -> Tensor:
-        """``(n, select)`` the first ``select`` of each query's shuffled positives (cycled when fewer)."""
+    def _positives(self, positives: Tensor) -> Tensor:
+        """``(n, select)``: the first ``select`` of each query's shuffled positives (cycled when fewer)
+        from the ``(n, w)`` -1-padded lists ``positives``."""
         c = self.config
-        counts = pos_mask.sum(1, keepdim=True)
+        valid = positives >= 0
+        counts = valid.sum(1, keepdim=True)
         width = min(c.select, int(counts.max()))
-        out = []
-        for s in range(0, n, chunk):
-            mask = pos_mask[s : s + chunk]
-            key = torch.rand(mask.shape, generator=self._rng).to(mask.device).masked_fill(~mask, 2.0)
-            order = key.topk(width, dim=1, largest=False).indices  # a random order of the positives
-            slots = torch.arange(c.select, device=mask.device)[None, :] % counts[s : s + chunk].clamp(max=width)
-            out.append(order.gather(1, slots))
-        return torch.cat(out)
+        key = torch.rand(positives.shape, generator=self._rng).to(positives.device).masked_fill(~valid, 2.0)
+        order = key.topk(width, dim=1, largest=False).indices  # a random order of the positives
+        slots = torch.arange(c.select, device=positives.device)[None, :] % counts.clamp(max=width)
+        return positives.gather(1, order.gather(1, slots))
 
-    def _epoch(self, d: _Heads, g: _Heads, feats: dict, pos_mask: Tensor, n: int) -> None:
-        """One official adversarial epoch (``train_32.py:250-283``)."""
-        c, rng, dev, beta = self.config, self._rng, self.ctx.device, self._beta
-        size = max(1, int(n / c.sample_ratio))
-        lists = {}
-        for qm, cm in self._directions():  # generate_samples, G fixed
-            pos = self._positives(pos_mask, n)
-            cand = random_subsets(n, n, size, rng).to(dev)
-            gq = g.forward(qm, feats[qm])[0]
-            gc = g.forward(cm, feats[cm])[0]
-            score = -((gq[:, None, :] - gc[cand]) ** 2).sum(-1)
-            allowed = ~pos_mask.gather(1, cand)
+    def _negatives(self, gq: Tensor, gc: Tensor, positives: Tensor, n: int, size: int) -> Tensor:
+        """``(n, select)`` negatives of ``generate_samples`` (``train_32.py:50-86``): per query, from
+        the softmax of ``-||g(q) - g(c)||^2`` over ``size`` random candidates, restricted to
+        non-positives (the official redraw loop), with replacement. Queries go in blocks of
+        :data:`QUERY_BLOCK` (the candidates of all n queries would take ``8 n size`` bytes, 5.4 GB
+        at n = 184,477), each block drawing its candidates, then its picks."""
+        c, rng, dev = self.config, self._rng, self.ctx.device
+        out = []
+        for s in range(0, n, QUERY_BLOCK):
+            rows = torch.arange(s, min(s + QUERY_BLOCK, n), device=dev)
+            cand = random_subsets(len(rows), n, size, rng).to(dev)
+            score = -((gq[rows, None, :] - gc[cand]) ** 2).sum(-1)
+            allowed = ~is_positive(positives[rows], cand)
             prob = torch.softmax(score, 1) * allowed
             none = ~allowed.any(1)
             prob[none] = 1.0
             neg = cand.gather(1, torch.multinomial(prob.cpu(), c.select, replacement=True, generator=rng).to(dev))
             for i in none.nonzero().flatten().tolist():  # official loop would not end: uniform non-positive
-                choices = (~pos_mask[i]).nonzero().flatten()
+                barred = torch.zeros(n, dtype=torch.bool, device=dev)
+                barred[positives[rows[i]][positives[rows[i]] >= 0]] = True
+                choices = (~barred).nonzero().flatten()
                 neg[i] = choices[torch.randint(0, len(choices), (c.select,), generator=rng).to(dev)]
+            out.append(neg)
+        return torch.cat(out)
+
+    def _epoch(self, d: _Heads, g: _Heads, feats: dict, positives: Tensor, n: int) -> None:
+        """One official adversarial epoch (``train_32.py:250-283``)."""
+        c, rng, dev = self.config, self._rng, self.ctx.device
+        size = max(1, int(n / c.sample_ratio))
+        lists = {}
+        for qm, cm in self._directions():  # generate_samples, G fixed
+            pos = self._positives(positives)
+            gq = g.forward(qm, feats[qm])[0]
+            gc = g.forward(cm, feats[cm])[0]
+            neg = self._negatives(gq, gc, positives, n, size)
             q = torch.arange(n, device=dev).repeat_interleave(c.select)
             trip = torch.stack([q, pos.reshape(-1), neg.reshape(-1)], 1)
             lists[qm] = trip[torch.randperm(trip.shape[0], generator=rng).to(dev)]
@@ -401,25 +431,28 @@ class UGACH:
             self._train_d(d, feats, qm, lists[qm], c.setting("batch_size"), c.setting("d_lr"))
         for _ in range(c.g_epochs):
             for qm, cm in self._directions():
-                self._train_g(d, g, feats, pos_mask, qm, cm, n, size)
+                self._train_g(d, g, feats, positives, qm, cm, n, size)
 
-    def _train_g(self, d: _Heads, g: _Heads, feats: dict, pos_mask: Tensor, qm: Modality, cm: Modality,
+    def _train_g(self, d: _Heads, g: _Heads, feats: dict, positives: Tensor, qm: Modality, cm: Modality,
                  n: int, size: int) -> None:
-        """``train_generator``: one policy-gradient SGD step per query (``train_32.py:165-230``)."""
+        """``train_generator``: one policy-gradient SGD step per query (``train_32.py:165-230``); the
+        candidates are drawn per block of :data:`QUERY_BLOCK` queries."""
         c, rng, dev, beta = self.config, self._rng, self.ctx.device, self._beta
-        pos = self._positives(pos_mask, n)
-        cand = random_subsets(n, n, size, rng).to(dev)
+        pos = self._positives(positives)
         draws = torch.rand(n, c.select, generator=rng).to(dev)
         xq_all, xc_all = feats[qm], feats[cm]
         dq_all, dc_all = d.forward(qm, xq_all)[0], d.forward(cm, xc_all)[0]  # D is fixed during G's pass
-        for i in range(n):
-            sq, cq = g.forward(qm, xq_all[i : i + 1])
-            sc, (xc, hc, sigc) = g.forward(cm, xc_all[cand[i]])
-            cdf = torch.cumsum(torch.softmax(-((sq - sc) ** 2).sum(1), 0), 0)
-            pick = torch.searchsorted(cdf, draws[i] * cdf[-1]).clamp(max=size - 1)
-            reward = torch.sigmoid(triplet_hinge(dq_all[i : i + 1], dc_all[pos[i]], dc_all[cand[i][pick]], beta))
-            _, gq, gn = gen_loss_grads(sq, sc[pick], reward)
-            g.step(c.g_lr, c.weight_decay, [(qm, cq, gq), (cm, (xc[pick], hc[pick], sigc[pick]), gn)])
+        for s in range(0, n, QUERY_BLOCK):
+            block = random_subsets(min(QUERY_BLOCK, n - s), n, size, rng).to(dev)
+            for i in range(s, s + block.shape[0]):
+                cand = block[i - s]
+                sq, cq = g.forward(qm, xq_all[i : i + 1])
+                sc, (xc, hc, sigc) = g.forward(cm, xc_all[cand])
+                cdf = torch.cumsum(torch.softmax(-((sq - sc) ** 2).sum(1), 0), 0)
+                pick = torch.searchsorted(cdf, draws[i] * cdf[-1]).clamp(max=size - 1)
+                reward = torch.sigmoid(triplet_hinge(dq_all[i : i + 1], dc_all[pos[i]], dc_all[cand[pick]], beta))
+                _, gq, gn = gen_loss_grads(sq, sc[pick], reward)
+                g.step(c.g_lr, c.weight_decay, [(qm, cq, gq), (cm, (xc[pick], hc[pick], sigc[pick]), gn)])
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
         """``(n, d)`` features -> ``(n, bits)`` discriminator sigmoid outputs minus 0.5 (sign gives codes)."""
