@@ -9,7 +9,10 @@ evaluate) on the offline ``synthetic`` dataset, with every ``*epochs`` field red
 - each student after ``labels`` and after ``ukd`` (whose teacher is ``--ukd-teacher``, default
   ``features``);
 
-once with ``--device cpu`` and once with ``--device cuda``, each in a fresh process. Every metric
+once with ``--device cpu`` and once with ``--device cuda``, each in a fresh process. With
+``--on-demand`` both runs hold no similarity or graph dense (the dense-cache limits set to 0), so
+the paths taken at NUS-WIDE scale (strategies' operators, ``dgcpn``'s graph rows on demand,
+``dadh``'s low-rank update) are the ones compared. Every metric
 the runs record (mAP@all, mAP@k, P@k, both directions) must agree within ``--tolerance``
 (default 0.02 absolute): CUDA kernels sum in other orders than the CPU's, so a few code bits flip
 and mAP moves by about 1e-3; a device-dependent bug (a step that does not run, data on the wrong
@@ -24,6 +27,7 @@ Without a CUDA device the script prints one line saying so and exits 0 (nothing 
 ``--cpu-only`` runs the CPU half of part 1 alone (a smoke test of the script itself).
 
     python benchmarks/gpu_check.py --data-dir /scratch/nus-scale          # on a machine with a GPU
+    python benchmarks/gpu_check.py --on-demand                            # part 1 again, nothing held dense
     python benchmarks/gpu_check.py --cpu-only --methods features linear --epochs 1
 """
 
@@ -69,10 +73,20 @@ def small_pipelines(scale, registry, methods: Optional[list[str]], ukd_teacher: 
     return out
 
 
-def run_small(scale, spec, device: str, protocol: str, epochs: int, bits: int, threads: int, work: Path) -> dict:
-    """One synthetic run in a fresh process; returns ``{"metrics", "seconds", "error"}``."""
+ON_DEMAND = ("import cmhbench.interfaces as interfaces; interfaces.DENSE_CACHE_BYTES = 0; "
+             "interfaces.DENSE_FLOOR_BYTES = 0; ")
+
+
+def run_small(scale, spec, device: str, protocol: str, epochs: int, bits: int, threads: int, work: Path,
+              on_demand: bool = False) -> dict:
+    """One synthetic run in a fresh process; returns ``{"metrics", "seconds", "error"}``. With
+    ``on_demand`` the process holds no similarity or graph dense (:data:`ON_DEMAND`: the dense-cache
+    limits of :mod:`cmhbench.interfaces` set to 0), so the paths that run at NUS-WIDE scale
+    (strategies' operators, ``dgcpn``'s on-demand graph rows, ``dadh``'s low-rank update) run at
+    small size."""
     results = work / "results"
-    args = [sys.executable, "-c", "from cmhbench.cli import main; main()", "run", "--dataset", "synthetic",
+    program = (ON_DEMAND if on_demand else "") + "from cmhbench.cli import main; main()"
+    args = [sys.executable, "-c", program, "run", "--dataset", "synthetic",
             "--protocol", protocol, "--bits", str(bits), "--device", device, "--results", str(results),
             "--force", "--quiet", *spec.cli()]
     for item in scale.epoch_overrides(spec, epochs, dataset="synthetic"):
@@ -124,6 +138,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--scale-pipeline", nargs=3, default=["features", "ukd", "dcmh"],
                         metavar=("TEACHER", "STRATEGY", "STUDENT"), help="pipeline of the scale run (STUDENT none: teacher alone)")
     parser.add_argument("--scale-epochs", type=int, default=1)
+    parser.add_argument("--on-demand", action="store_true",
+                        help="small check with nothing held dense: operators and on-demand graphs at small size")
     args = parser.parse_args(argv)
 
     if not args.cpu_only and not cuda_available():
@@ -142,7 +158,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for device in devices:
                 work = Path(tmp) / f"{i}-{device}"
                 work.mkdir()
-                runs[device] = run_small(scale, spec, device, args.protocol, args.epochs, args.bits, args.threads, work)
+                runs[device] = run_small(scale, spec, device, args.protocol, args.epochs, args.bits, args.threads, work,
+                                         args.on_demand)
             diff, where = (compare(runs["cpu"]["metrics"], runs["cuda"]["metrics"])
                            if len(devices) == 2 and all(r["metrics"] for r in runs.values()) else (None, ""))
             errors = "; ".join(f"{d}: {r['error']}" for d, r in runs.items() if r["error"])
@@ -153,7 +170,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   + (f", max |diff| {diff:.2e} ({where})" if diff is not None else "") + (f" {errors}" if errors else ""),
                   file=sys.stderr)
 
-    print(f"\nSmall check: synthetic, protocol {args.protocol}, {args.bits} bits, {args.epochs} epoch(s); "
+    print(f"\nSmall check: synthetic, protocol {args.protocol}, {args.bits} bits, {args.epochs} epoch(s)"
+          f"{', nothing held dense (--on-demand)' if args.on_demand else ''}; "
           f"tolerance {args.tolerance} on every metric (mAP@all, mAP@k, P@k, both directions).\n")
     print("| pipeline | " + " | ".join(f"{d} s" for d in devices) + " | cpu mAP i2t / t2i | max abs(cpu - cuda) | agree |")
     print("|---|" + "---:|" * len(devices) + "---|---|---|")

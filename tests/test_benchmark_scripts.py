@@ -137,3 +137,20 @@ def test_gpu_check_compares_every_scalar_metric():
     assert gpu_check.flat_metrics(cpu) == {"i2t/map": 0.5, "i2t/p@50": 0.4, "t2i/map": 0.6}
     diff, where = gpu_check.compare(cpu, cuda)
     assert where == "i2t/p@50" and abs(diff - 0.03) < 1e-12
+
+
+def test_gpu_check_on_demand_runs_hold_nothing_dense(tmp_path):
+    gpu_check = _load("gpu_check")
+    probe = ("from cmhbench import interfaces; "
+             "print(interfaces.dense_is_cached(2), interfaces.data_relative_cache_bytes("
+             "interfaces.PairedFeatures(*[__import__('torch').zeros(2, 1)] * 2)))")
+    proc = subprocess.run([sys.executable, "-c", gpu_check.ON_DEMAND + probe], env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "0"]
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--cpu-only", "--on-demand", "--methods",
+                           "features", "linear", "--epochs", "1"], env=_env(), capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "nothing held dense (--on-demand)" in proc.stdout
+    assert "| none + labels -> linear |" in proc.stdout and "| features + ukd -> linear |" in proc.stdout
