@@ -124,7 +124,7 @@ Before these settings (cmhbench up to 27b392c) this mode used NLL, DCMH's balanc
 inputs and ``d -> 1024 -> 512 -> bits`` MLPs for both modalities.
 
 S is read only by rows, those of a minibatch against all n items (``supervision.rows(device)[idx]``,
-``(batch, n)``, also where it stands in for the labels in ``rows`` mode) and blocks of 1024 rows for the
+``(batch, n)``, also where it stands in for the labels in ``rows`` mode) and blocks of rows (32 MiB each) for the
 early-stopping losses, so no n x n matrix is built.
 
 What these settings do on Wiki (labels strategy, 32 bits, seed 0; ``tests/test_ssah_official.py`` checks the
@@ -189,6 +189,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 
+from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision
@@ -803,9 +804,12 @@ def _forward_distinct(net: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
     return tuple(out[inv] for out in net(uniq))
 
 
-def _row_blocks(s, block: int = 1024):
-    """Yield ``(rows, S[rows])`` for consecutive blocks of rows of the ``(n, n)`` row view ``s``, ``S`` in float64."""
+def _row_blocks(s, block: Optional[int] = None):
+    """Yield ``(rows, S[rows])`` for consecutive blocks of rows of the ``(n, n)`` row view ``s``, ``S`` in float64;
+    ``block`` rows at a time, default ``CHUNK_ENTRIES / 4`` entries a block (32 MiB per float64 ``(block, n)``
+    array: the losses hold a few, e.g. 1.5 GB each at n = 184,477 with 1024-row blocks)."""
     n = s.shape[0]
+    block = block or max(1, (interfaces.CHUNK_ENTRIES // 4) // max(1, n))
     for start in range(0, n, block):
         rows = torch.arange(start, min(start + block, n), device=s.device)
         yield rows, s[rows].double()
