@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
@@ -153,19 +154,71 @@ def _tile_chunk(chunk: Optional[int]) -> int:
     return max(KEY_TILE, chunk - chunk % KEY_TILE)
 
 
+def count_true(mask: Tensor) -> Tensor:
+    """``(m,)`` int64 number of True entries per row of the ``(m, n)`` bool ``mask``: ``mask.sum(1)``
+    summed as bytes into int32 (torch's bool sum along rows is 6x slower on CPU)."""
+    return mask.view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+
+SELECT_SAMPLE = 1024  # evenly spaced keys per row that bracket the k-th smallest in select_kth
+
+
+def select_kth(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``keys.kthvalue(k, dim=1)`` of ``(m, n)`` ``keys``, exactly (the same values; an index of an
+    entry equal to each), faster on long rows: the k-th of :data:`SELECT_SAMPLE` evenly spaced
+    columns, +- 4 standard deviations of a sample quantile, brackets it; one pass counts the keys
+    below the bracket, and the k-th is selected among the few inside (about 1/10 of a row). Rows the
+    bracket misses (keys ordered along the row, say) fall back to ``kthvalue``: the result never
+    depends on the sample, only the time. At n = 30,000 (64 rows, float64) about 4x faster than
+    ``kthvalue``; rows of at most ``8 SELECT_SAMPLE`` keys use ``kthvalue``."""
+    m, n = keys.shape
+    if n <= 8 * SELECT_SAMPLE or m == 0:
+        values, indices = keys.kthvalue(k, dim=1)
+        return values, indices
+    sample = keys[:, :: n // SELECT_SAMPLE]
+    s = sample.shape[1]
+    q = (k - 0.5) / n
+    margin = 4.0 * math.sqrt(s * q * (1.0 - q)) + 2.0
+    r_lo, r_hi = math.floor(q * s - margin), math.ceil(q * s + margin)
+    inf = torch.full((m,), math.inf, dtype=keys.dtype, device=keys.device)
+    lo = sample.kthvalue(r_lo, dim=1).values if r_lo >= 1 else -inf
+    hi = sample.kthvalue(r_hi, dim=1).values if r_hi <= s else inf
+    below = count_true(keys < lo[:, None])
+    inside = (keys >= lo[:, None]) & (keys <= hi[:, None])
+    count = count_true(inside)
+    need = k - below  # the k-th's place among the bracketed keys, 1-based
+    hit = (need >= 1) & (need <= count)
+    values = torch.empty(m, dtype=keys.dtype, device=keys.device)
+    indices = torch.empty(m, dtype=torch.long, device=keys.device)
+    missed = (~hit).nonzero().flatten()
+    if len(missed):
+        values[missed], indices[missed] = keys[missed].kthvalue(k, dim=1)
+    rows = hit.nonzero().flatten()
+    if len(rows):
+        r, c = inside[rows].nonzero(as_tuple=True)  # row-major: each row's bracketed keys together
+        bracketed = keys[rows[r], c]
+        ends = count[rows].cumsum(0).tolist()
+        start = 0
+        for i, (row, end, place) in enumerate(zip(rows.tolist(), ends, need[rows].tolist())):
+            v, j = bracketed[start:end].kthvalue(place)
+            values[row], indices[row] = v, c[start + j]
+            start = end
+    return values, indices
+
+
 def kth_smallest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(radius, last, tied)`` per row of ``(m, n)`` ``keys``: the k-th smallest key, the index of
     the item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
     stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort, and
     whether another key equals the k-th (bool). Only rows with such ties need more than the
     selection: elsewhere the k-th key is unique and the selection's index is its place."""
-    radius, last = keys.kthvalue(k, dim=1)
-    tied = (keys == radius[:, None]).sum(1) > 1
+    radius, last = select_kth(keys, k)
+    tied = count_true(keys == radius[:, None]) > 1
     rows = tied.nonzero().flatten()
     if len(rows):
         sub, r = keys[rows], radius[rows, None]
         equal = sub == r
-        need = k - (sub < r).sum(1)  # >= 1: the k-th place is among the tied
+        need = k - count_true(sub < r)  # >= 1: the k-th place is among the tied
         place = equal.cumsum(1)
         place.masked_fill_(~equal, 0)
         last[rows] = (place == need[:, None]).to(torch.uint8).argmax(1)
@@ -336,7 +389,7 @@ def knn_union_lists(spaces: Sequence[Tensor], k: int, rows_per_block: Optional[i
             member |= among_k_smallest(keys, *kth_smallest(keys, k), every)
             del keys, products
         member[torch.arange(len(rows), device=dev), rows] = True
-        counts = member.sum(1)
+        counts = count_true(member)
         width = max(width, int(counts.max()))
         block = torch.full((len(rows), int(counts.max())), -1, dtype=torch.long, device=dev)
         r, c = member.nonzero(as_tuple=True)
@@ -409,7 +462,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
             for kept, found in zip(radii, kth):
                 for whole, part in zip(kept, found):
                     whole[rows] = part
-            self._count += int(member.sum())
+            self._count += int(torch.count_nonzero(member))
         self.spaces = [(z, sq, *kept) for (z, sq), kept in zip(prepared, radii)]
 
     @property

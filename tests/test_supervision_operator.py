@@ -15,7 +15,7 @@ from cmhbench.evaluation.codes import sign_codes
 from cmhbench.interfaces import Modality, PairedFeatures, SimilarityOperator, Supervision
 from cmhbench.plugins import get_registry
 from cmhbench.runner import RunRequest, Runner
-from cmhbench.training import (kth_largest, knn_mask, knn_orders, knn_union_bits, l2_normalize, pack_bits,
+from cmhbench.training import (kth_largest, knn_mask, knn_orders, knn_row_bits, knn_union_bits, l2_normalize, pack_bits,
                                symmetrise_bits_, unpack_bits)
 from method_helpers import build, paired
 from plugins_for_tests import load_tiny
@@ -460,3 +460,50 @@ def test_knn_union_lists_are_the_rows_of_the_union_mask_with_ties(monkeypatch, r
         valid = lists >= 0
         assert torch.equal(valid, torch.arange(lists.shape[1])[None, :] < want.sum(1, keepdim=True))  # packed left
         assert bool((lists[:, 1:] > lists[:, :-1])[valid[:, 1:]].all())  # increasing
+
+
+def test_select_kth_is_kthvalue_whatever_the_bracket(monkeypatch):
+    import cmhbench.training as training
+
+    g = torch.Generator().manual_seed(2)
+    rows = {
+        "uniform": torch.rand(9, 20000, generator=g, dtype=torch.float64),
+        "ties": torch.randint(0, 5, (9, 20000), generator=g).double(),
+        "ascending": torch.arange(20000, dtype=torch.float64).repeat(3, 1),  # the strided sample is no sample
+        "descending": torch.arange(20000, 0, -1, dtype=torch.float64).repeat(3, 1),
+    }
+    for keys in rows.values():
+        for k in (1, 2, 777, 10000, 11100, 19999, 20000):
+            values, indices = training.select_kth(keys, k)
+            assert torch.equal(values, keys.kthvalue(k, dim=1).values)
+            assert torch.equal(keys.gather(1, indices[:, None])[:, 0], values)
+    monkeypatch.setattr(training, "SELECT_SAMPLE", 4)  # brackets from 4 keys: most miss, some hit
+    keys = torch.randn(40, 300, generator=g, dtype=torch.float64)
+    for k in range(1, 301, 13):
+        assert torch.equal(training.select_kth(keys, k)[0], keys.kthvalue(k, dim=1).values)
+    assert torch.equal(training.select_kth(keys[:0], 3)[0], keys[:0, 0])
+
+
+def test_knn_bits_and_radii_with_bracketed_selection_reproduce_knn_mask(monkeypatch):
+    import cmhbench.training as training
+
+    monkeypatch.setattr(training, "SELECT_SAMPLE", 2)  # n = 40 > 8 x 2: every selection takes the bracket path
+    image, text = tied_outputs()
+    for metric in ("euclidean", "cosine"):
+        for k in (1, 2, 5, 17, N):
+            union = old_knn_mask(image, k, metric) | old_knn_mask(text, k, metric)
+            union.fill_diagonal_(True)
+            rows = knn_row_bits([image, text], k, metric, chunk=8)
+            assert torch.equal(rows.dense(), union.float())
+    radii = training.KnnRadiusSimilarity([image, text], 5)
+    union = old_knn_mask(image, 5) | old_knn_mask(text, 5)
+    union.fill_diagonal_(True)
+    assert torch.equal(radii.block(torch.arange(N)), union.float())
+
+
+def test_count_true_counts_rows():
+    from cmhbench.training import count_true
+
+    mask = torch.rand(5, 1000) < 0.4
+    assert torch.equal(count_true(mask), mask.sum(1)) and count_true(mask).dtype == torch.int64
+    assert torch.equal(count_true(mask[:, ::3]), mask[:, ::3].sum(1))  # strided views too
