@@ -296,3 +296,43 @@ def test_same_seed_same_codes():
         model.fit(x, 8)
         outs.append(model.encode(x.text, "text"))
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("fold_below", [1e-3, 0.97])  # 0.97: the weights fold every few steps of the pass
+def test_generator_pass_with_cached_preactivations_is_the_direct_pass(monkeypatch, fold_below):
+    """A G pass reading its candidates' first layer from :class:`PreactivationCache` (logged updates,
+    flushed every few steps, rescaled at folds) ends with the weights of the direct pass, in float64."""
+    torch.manual_seed(0)
+    n, d_i, d_t = 60, 300, 270
+    feats = {Modality.IMAGE: torch.randn(n, d_i, dtype=torch.float64),
+             Modality.TEXT: torch.randn(n, d_t, dtype=torch.float64)}
+    monkeypatch.setattr(U, "CACHE_LOG_ROWS", 6)  # flush every 3 steps
+    monkeypatch.setattr(U, "QUERY_BLOCK", 16)
+    monkeypatch.setattr(U, "FOLD_BELOW", fold_below)
+    caches, folds = [], []
+    original_cache, original_fold = U.PreactivationCache.__init__, U._Heads.fold
+    monkeypatch.setattr(U.PreactivationCache, "__init__",
+                        lambda self, *a: (caches.append(self), original_cache(self, *a))[1])
+    monkeypatch.setattr(U._Heads, "fold", lambda self: (folds.append(bool(self.caches)), original_fold(self))[1])
+    finals = []
+    for min_width in (10**9, 1):  # direct, then cached
+        monkeypatch.setattr(U, "CACHE_MIN_WIDTH", min_width)
+        model = build("teacher", "ugach", hidden=32, g_lr=0.5, sample_ratio=5)
+        model._rng = torch.Generator().manual_seed(3)
+        model._beta = 1.0
+        dis = U._Net(d_i, d_t, 32, 8, torch.Generator().manual_seed(1)).double()
+        gen = U._Net(d_i, d_t, 32, 8, torch.Generator().manual_seed(2)).double()
+        d, g = U._Heads(dis), U._Heads(gen)
+        positives = torch.arange(n)[:, None]
+        with torch.no_grad():
+            for qm, cm in model._directions():
+                model._train_g(d, g, feats, positives, qm, cm, n, n // 5)
+            g.fold()
+        assert not g.caches
+        finals.append([p.detach().clone() for p in gen.parameters()])
+    assert len(caches) == 2  # the cached run used one per direction
+    if fold_below > 0.5:
+        assert sum(folds) >= 10  # folds with a cache open: the cache was rescaled
+    assert finals[0][0].abs().max() > 1e-2  # weights still of their initial size (truncated normal, std 0.1)
+    for a, b in zip(*finals):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-15)
