@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 from cmhbench.cli import app
 from cmhbench.errors import DataError
 from cmhbench.leaderboard import build_leaderboards
-from cmhbench.leaderboard.render import to_csv, to_html, to_markdown
+from cmhbench.leaderboard.render import to_csv, to_markdown
 from cmhbench.results.store import SCHEMA_VERSION, ResultStore, RunKey
 
 

@@ -21,8 +21,8 @@ from cmhbench.interfaces import Modality, PairedFeatures, Supervision, data_rela
 from cmhbench.plugins import get_registry
 from cmhbench import runner as runner_mod
 from cmhbench.runner import GatheredRows, RunRequest, Runner, _to_device
-from cmhbench.training import (KnnRadiusSimilarity, knn_chunk_rows, knn_orders, knn_row_bits, l2_normalize,
-                               seed_everything, unpack_bits)
+from cmhbench.neighbours import knn_chunk_rows, knn_orders, knn_row_bits, KnnRadiusSimilarity, unpack_bits
+from cmhbench.training import l2_normalize, seed_everything
 from method_helpers import build
 
 features_plugin = importlib.import_module("cmhbench_plugins.teachers.features")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cmhbench.interfaces import Modality, Supervision
-from cmhbench.training import knn_mask
+from cmhbench.neighbours import knn_mask
 from method_helpers import build, cross_modal_map, paired
 from plugins_for_tests import load_tiny
 

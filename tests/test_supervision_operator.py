@@ -15,8 +15,8 @@ from cmhbench.evaluation.codes import sign_codes
 from cmhbench.interfaces import Modality, PairedFeatures, SimilarityOperator, Supervision
 from cmhbench.plugins import get_registry
 from cmhbench.runner import RunRequest, Runner
-from cmhbench.training import (kth_largest, knn_mask, knn_orders, knn_row_bits, knn_union_bits, l2_normalize, pack_bits,
-                               symmetrise_bits_, unpack_bits)
+from cmhbench.neighbours import knn_mask, knn_orders, knn_row_bits, knn_union_bits, kth_largest, pack_bits, symmetrise_bits_, unpack_bits
+from cmhbench.training import l2_normalize
 from method_helpers import build, paired
 from plugins_for_tests import load_tiny
 
@@ -444,15 +444,15 @@ def test_example_plugin_strategy_hands_over_an_operator_or_the_same_dense_matrix
 
 @pytest.mark.parametrize("rows_per_block, columns", [(None, None), (7, 5), (64, 13)])
 def test_knn_union_lists_are_the_rows_of_the_union_mask_with_ties(monkeypatch, rows_per_block, columns):
-    import cmhbench.training as training
+    import cmhbench.neighbours as neighbours
 
     if columns:
-        monkeypatch.setattr(training, "KNN_LIST_COLUMNS", columns)  # float64 copies of a few columns at a time
+        monkeypatch.setattr(neighbours, "KNN_LIST_COLUMNS", columns)  # float64 copies of a few columns at a time
     g = torch.Generator().manual_seed(5)
     image = torch.randint(0, 4, (90, 3), generator=g).float()  # integer outputs: exact ties
     text = torch.randn(90, 6, generator=g)
     for k in (1, 2, 9, 40):
-        lists = training.knn_union_lists([image, text], k, rows_per_block)
+        lists = neighbours.knn_union_lists([image, text], k, rows_per_block)
         want = knn_mask(image, k) | knn_mask(text, k) | torch.eye(90, dtype=torch.bool)
         got = torch.zeros(90, 91, dtype=torch.bool).scatter_(1, lists % 91, True)[:, :90]
         assert torch.equal(got, want), k
@@ -463,7 +463,7 @@ def test_knn_union_lists_are_the_rows_of_the_union_mask_with_ties(monkeypatch, r
 
 
 def test_select_kth_is_kthvalue_whatever_the_bracket(monkeypatch):
-    import cmhbench.training as training
+    import cmhbench.neighbours as neighbours
 
     g = torch.Generator().manual_seed(2)
     rows = {
@@ -474,20 +474,20 @@ def test_select_kth_is_kthvalue_whatever_the_bracket(monkeypatch):
     }
     for keys in rows.values():
         for k in (1, 2, 777, 10000, 11100, 19999, 20000):
-            values, indices = training.select_kth(keys, k)
+            values, indices = neighbours.select_kth(keys, k)
             assert torch.equal(values, keys.kthvalue(k, dim=1).values)
             assert torch.equal(keys.gather(1, indices[:, None])[:, 0], values)
-    monkeypatch.setattr(training, "SELECT_SAMPLE", 4)  # brackets from 4 keys: most miss, some hit
+    monkeypatch.setattr(neighbours, "SELECT_SAMPLE", 4)  # brackets from 4 keys: most miss, some hit
     keys = torch.randn(40, 300, generator=g, dtype=torch.float64)
     for k in range(1, 301, 13):
-        assert torch.equal(training.select_kth(keys, k)[0], keys.kthvalue(k, dim=1).values)
-    assert torch.equal(training.select_kth(keys[:0], 3)[0], keys[:0, 0])
+        assert torch.equal(neighbours.select_kth(keys, k)[0], keys.kthvalue(k, dim=1).values)
+    assert torch.equal(neighbours.select_kth(keys[:0], 3)[0], keys[:0, 0])
 
 
 def test_knn_bits_and_radii_with_bracketed_selection_reproduce_knn_mask(monkeypatch):
-    import cmhbench.training as training
+    import cmhbench.neighbours as neighbours
 
-    monkeypatch.setattr(training, "SELECT_SAMPLE", 2)  # n = 40 > 8 x 2: every selection takes the bracket path
+    monkeypatch.setattr(neighbours, "SELECT_SAMPLE", 2)  # n = 40 > 8 x 2: every selection takes the bracket path
     image, text = tied_outputs()
     for metric in ("euclidean", "cosine"):
         for k in (1, 2, 5, 17, N):
@@ -495,14 +495,14 @@ def test_knn_bits_and_radii_with_bracketed_selection_reproduce_knn_mask(monkeypa
             union.fill_diagonal_(True)
             rows = knn_row_bits([image, text], k, metric, chunk=8)
             assert torch.equal(rows.dense(), union.float())
-    radii = training.KnnRadiusSimilarity([image, text], 5)
+    radii = neighbours.KnnRadiusSimilarity([image, text], 5)
     union = old_knn_mask(image, 5) | old_knn_mask(text, 5)
     union.fill_diagonal_(True)
     assert torch.equal(radii.block(torch.arange(N)), union.float())
 
 
 def test_count_true_counts_rows():
-    from cmhbench.training import count_true
+    from cmhbench.neighbours import count_true
 
     mask = torch.rand(5, 1000) < 0.4
     assert torch.equal(count_true(mask), mask.sum(1)) and count_true(mask).dtype == torch.int64

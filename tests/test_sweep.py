@@ -101,7 +101,7 @@ def test_cli_bad_sweep_is_one_line(tmp_path):
 
 
 def test_failing_runs_are_recorded_and_the_sweep_goes_on(tmp_path, test_plugins):
-    body = f"""
+    body = """
 results = "res"
 [[grid]]
 datasets = ["tiny"]

@@ -207,7 +207,7 @@ def _mask(lists, n):
 
 
 def test_correlation_graph_is_the_union_of_both_knn_graphs():
-    from cmhbench.training import knn_mask
+    from cmhbench.neighbours import knn_mask
 
     g = torch.Generator().manual_seed(3)
     image, text = torch.randint(0, 3, (60, 4), generator=g).float(), torch.randn(60, 5, generator=g)  # ties in image

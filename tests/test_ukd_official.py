@@ -17,7 +17,7 @@ import torch
 from cmhbench.config import default_config
 from cmhbench.interfaces import Modality, PairedFeatures, Supervision
 from cmhbench.plugins import get_registry
-from cmhbench.training import knn_mask
+from cmhbench.neighbours import knn_mask
 from method_helpers import build, paired
 from plugins_for_tests import load_tiny
 

@@ -79,7 +79,7 @@ the threshold ``t``; a block of ``S_R`` is ``(clamp(UK_rows U_cols^T) + clamp(UK
 off-diagonal ``S_R``: where the dense matrix is kept (``Supervision``'s ``DENSE_CACHE_BYTES``, 2 GiB,
 n <= 23,170) from that matrix by ``kthvalue``, as always, so the handed-over matrix is exactly the
 one this strategy always built; above, by a radix selection over two chunked passes
-(:func:`cmhbench.training.kth_largest`). Blocks computed on demand agree with the one-piece matrix
+(:func:`cmhbench.neighbours.kth_largest`). Blocks computed on demand agree with the one-piece matrix
 to float32 rounding (a matrix product's rounding depends on its shape), so a pair whose ``S_R`` lies
 within rounding of ``t`` may read differently in two differently shaped blocks.
 """
@@ -97,7 +97,8 @@ from cmhbench.interfaces import (CHUNK_ENTRIES, Modality, PairedFeatures, RunCon
                                  Teacher, check_dense_fits, dense_is_cached, row_chunks)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import fill_block_diagonal_, kth_largest, l2_normalize
+from cmhbench.neighbours import kth_largest
+from cmhbench.training import fill_block_diagonal_, l2_normalize
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -18,7 +18,7 @@ What the official code does, and what this strategy does:
 - Ranking. Euclidean distances among the training pairs, separately in the image and in the text output
   space (``calcu_sim.py:71-75``); item i keeps its ``K`` nearest in each space, itself first
   (``np.argsort(distance[i])[0:K]``, ``:77-79``). Here the same ranking (float64 distances, stable sort,
-  ties to the lower index, :func:`cmhbench.training.knn_orders`); every item is its own neighbour.
+  ties to the lower index, :func:`cmhbench.neighbours.knn_orders`); every item is its own neighbour.
 - Merge. HEAD takes the union of the two lists per row: ``Sim[i][concat(knn_img[i], knn_txt[i])] = 0.999``
   (``setting.py:70-72``; as released that line reads ``teacher_knn_txt`` but ``:61`` loads
   ``teacher_knn_text``, a name slip; the first upload, 310dd31, read the image list alone). Here the union.
@@ -58,13 +58,13 @@ distance exactly 0); ``S_ij = 1`` instead of 0.999 (the ``ssah`` student applies
 What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 
 - ``knn``: the 0/1 similarity as a bit matrix, n^2 / 8 bytes whatever K, built 64 rows at a time
-  (:data:`cmhbench.training.KEY_CHUNK_ROWS`: 94 MB per ``(rows, n)`` float64 array at n = 184,477)
-  with the ranking of :func:`~cmhbench.training.knn_mask`; per row (:func:`~cmhbench.training.knn_row_bits`),
-  or symmetrised (:func:`~cmhbench.training.knn_union_bits`). Where the per-row bits would take more
+  (:data:`cmhbench.neighbours.KEY_CHUNK_ROWS`: 94 MB per ``(rows, n)`` float64 array at n = 184,477)
+  with the ranking of :func:`~cmhbench.neighbours.knn_mask`; per row (:func:`~cmhbench.neighbours.knn_row_bits`),
+  or symmetrised (:func:`~cmhbench.neighbours.knn_union_bits`). Where the per-row bits would take more
   than a quarter of the training features (:func:`keeps_bits`; 4.25 GB at n = 184,477 under the
   ``ucch`` protocol, more than the 3.8 GB of features), the teacher's outputs and each row's k-th
   key and neighbour are kept instead, and blocks are computed on demand
-  (:class:`~cmhbench.training.KnnRadiusSimilarity`: the entries of the bits, rows exactly by
+  (:class:`~cmhbench.neighbours.KnnRadiusSimilarity`: the entries of the bits, rows exactly by
   construction, columns as measured there; about 200 MB at that n, for one ``(rows, n, 128)``
   product per space and block read). The ``cosine`` metric keeps bits: there a column read can
   differ from the bits where normalised outputs tie exactly.
@@ -83,7 +83,7 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 from cmhbench.config import hp
 from cmhbench import interfaces
@@ -91,7 +91,8 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, check_dense_fits, data_relative_cache_bytes
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import KnnRadiusSimilarity, knn_row_bits, knn_union_bits, l2_normalize
+from cmhbench.neighbours import knn_row_bits, knn_union_bits, KnnRadiusSimilarity
+from cmhbench.training import l2_normalize
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -127,7 +128,7 @@ def keeps_bits(n: int, train: PairedFeatures) -> bool:
     """Whether the per-row kNN similarity of ``n`` pairs is kept as n^2 / 8 bits: while they take at
     most a quarter of the training features (image and text, as held) or 256 MiB
     (:data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES`, n <= 46,340); above, per-row radii
-    (:class:`~cmhbench.training.KnnRadiusSimilarity`). Deterministic: never the free memory."""
+    (:class:`~cmhbench.neighbours.KnnRadiusSimilarity`). Deterministic: never the free memory."""
     return n * n / 8 <= max(interfaces.DENSE_FLOOR_BYTES, interfaces.feature_bytes(train) / 4)
 
 

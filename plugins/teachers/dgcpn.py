@@ -120,7 +120,8 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import F, nn, torch
 from cmhbench.registry import MethodSpec
-from cmhbench.training import among_k_smallest, encode_in_batches, l2_normalize, kth_smallest, minibatches, sgd_per_head, step
+from cmhbench.neighbours import among_k_smallest, kth_smallest
+from cmhbench.training import encode_in_batches, l2_normalize, minibatches, sgd_per_head, step
 
 if TYPE_CHECKING:
     from torch import Tensor

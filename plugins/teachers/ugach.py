@@ -157,7 +157,8 @@ from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
-from cmhbench.training import encode_in_batches, knn_union_lists
+from cmhbench.neighbours import knn_union_lists
+from cmhbench.training import encode_in_batches
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -230,7 +231,7 @@ def triplet_hinge(q: Tensor, pos: Tensor, neg: Tensor, beta: float) -> Tensor:
 def correlation_graph(image: Tensor, text: Tensor, k: int) -> Tensor:
     """``(n, w)`` int64 manifold pairs as index lists padded with -1: row i lists the j among the k
     nearest neighbours of i in the image or the text features (Euclidean, i itself included), the
-    official ``j in KNN_cross[i]`` (:func:`~cmhbench.training.knn_union_lists`; ``w <= 2k + 1``)."""
+    official ``j in KNN_cross[i]`` (:func:`~cmhbench.neighbours.knn_union_lists`; ``w <= 2k + 1``)."""
     return knn_union_lists([image, text], k)
 
 

@@ -1,0 +1,476 @@
+"""Neighbours and selections over the rows of a matrix, without n x n float matrices: kNN
+orders, masks, packed bit matrices and per-row radii (the ``ukd`` strategy, ``ugach``'s
+correlation graph), exact k-th selection by rows and over chunked values (``sakdh``'s
+threshold), all with ties to the lower index as a stable sort gives them."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
+
+from cmhbench import interfaces
+from cmhbench.interfaces import SimilarityOperator
+from cmhbench.lazy import no_grad, torch
+from cmhbench.training import fill_block_diagonal_, l2_normalize
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def knn_chunk_rows(n: int) -> int:
+    """Rows of a :func:`knn_orders` block over ``n`` items, at least 1: ``CHUNK_ENTRIES / 4`` entries,
+    32 MiB per ``(rows, n)`` float64 or int64 array. A block holds at most three (the distances, the
+    sort's values and its indices: under 100 MiB)."""
+    return max(1, (interfaces.CHUNK_ENTRIES // 4) // max(1, n))
+
+
+@no_grad
+def knn_orders(features: Tensor, k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(start, order)`` per block of ``chunk`` consecutive rows of ``(n, d)`` ``features``
+    (default :func:`knn_chunk_rows`: each ``(chunk, n)`` array at most 32 MiB): ``order`` ``(m, k)``
+    int64 holds, for rows ``start .. start+m-1``, the indices of their k nearest rows (themselves
+    included) by Euclidean distance (squared, from float64 inner products) or cosine similarity,
+    nearest first; ties go to the lower index (stable sort). :func:`knn_mask` is this. The block's
+    distances are formed in place, ``sq_i - 2 z_i.z_j + sq_j`` with the same roundings as before.
+    The block size can change an order only where two keys tie to their last bit and the product's
+    rounding depends on its shape (cosine keys of exactly tied directions, e.g. integer outputs and
+    blocks of a few rows); Euclidean keys of float32 features sum exact float64 products (same bits
+    at 4096-row and byte-sized blocks in the tests and on 6000 x 128 outputs, K = 0.55 n)."""
+    z, sq = _knn_space(features, metric)
+    n = z.shape[0]
+    chunk = knn_chunk_rows(n) if chunk is None else chunk
+    for start in range(0, n, chunk):
+        order = torch.sort(_knn_keys(z[start : start + chunk], sq[start : start + chunk], z, sq, metric),
+                           dim=1, stable=True).indices
+        yield start, order[:, :k]
+        del order
+
+
+def _knn_space(features: Tensor, metric: str) -> tuple[Tensor, Tensor]:
+    """``(z, sq)``: the float64 rows the keys are formed from (unit-normalised for cosine) and their
+    squared norms."""
+    z = features.double()
+    if metric == "cosine":
+        z = l2_normalize(z)
+    return z, (z * z).sum(1)
+
+
+def _knn_keys(z_rows: Tensor, sq_rows: Tensor, z_cols: Tensor, sq_cols: Tensor, metric: str) -> Tensor:
+    """``(rows, cols)`` float64 ranking keys of :func:`knn_orders` (smaller is nearer): squared
+    Euclidean distances ``(-2 z_i.z_j + sq_i) + sq_j`` clamped at 0, or minus the cosine."""
+    return _keys_of(z_rows @ z_cols.T, sq_rows, sq_cols, metric)
+
+
+def _keys_of(products: Tensor, sq_rows: Tensor, sq_cols: Tensor, metric: str) -> Tensor:
+    """:func:`_knn_keys` from the ``(rows, cols)`` inner products, in place."""
+    if metric == "cosine":
+        return products.neg_()
+    # (-2 p + sq_i) + sq_j == (sq_i - 2 p) + sq_j exactly: IEEE addition commutes
+    return products.mul_(-2.0).add_(sq_rows[:, None]).add_(sq_cols[None, :]).clamp_(min=0.0)
+
+
+KEY_TILE = 8  # rows of every key product behind the kNN bits and radii: a multiple of any GEMM kernel's row tile
+
+
+def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str) -> Tensor:
+    """``(len(rows), n)`` keys of ``rows`` against every row, from one product of whole
+    :data:`KEY_TILE`-row tiles (the last one padded with its first row). A float64 key's rounding
+    depends on the shape of the product it comes from (measured: the same row against a subset of
+    the columns, or in a product of 1 or 7 rows, sums in another order), not on the other rows of
+    whole tiles against all n rows: so a key has the same bits whichever block asks for it."""
+    return _keys_of(_tiled_products(z, rows), sq[rows], sq, metric)
+
+
+def _tiled_products(z: Tensor, rows: Tensor) -> Tensor:
+    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles."""
+    pad = -len(rows) % KEY_TILE
+    tiled = rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
+    return (z[tiled] @ z.T)[: len(rows)]
+
+
+KEY_CHUNK_ROWS = 64  # rows of keys selected at a time by the kNN bits and radii (94 MB at n = 184,477)
+
+
+def _tile_chunk(chunk: Optional[int]) -> int:
+    """``chunk`` (None: :data:`KEY_CHUNK_ROWS`, the fastest measured: at n = 30,000 the radii took
+    43 s with 64-row chunks, 53 s with 16 and 67 s with 136) rounded down to a multiple of
+    :data:`KEY_TILE` (at least one tile). The tiles make the keys, hence the bits, the same for any chunk."""
+    chunk = KEY_CHUNK_ROWS if chunk is None else chunk
+    return max(KEY_TILE, chunk - chunk % KEY_TILE)
+
+
+def count_true(mask: Tensor) -> Tensor:
+    """``(m,)`` int64 number of True entries per row of the ``(m, n)`` bool ``mask``: ``mask.sum(1)``
+    summed as bytes into int32 (torch's bool sum along rows is 6x slower on CPU)."""
+    return mask.view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+
+SELECT_SAMPLE = 1024  # evenly spaced keys per row that bracket the k-th smallest in select_kth
+
+
+def select_kth(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``keys.kthvalue(k, dim=1)`` of ``(m, n)`` ``keys``, exactly (the same values; an index of an
+    entry equal to each), faster on long rows: the k-th of :data:`SELECT_SAMPLE` evenly spaced
+    columns, +- 4 standard deviations of a sample quantile, brackets it; one pass counts the keys
+    below the bracket, and the k-th is selected among the few inside (about 1/10 of a row). Rows the
+    bracket misses (keys ordered along the row, say) fall back to ``kthvalue``: the result never
+    depends on the sample, only the time. At n = 30,000 (64 rows, float64) about 4x faster than
+    ``kthvalue``; rows of at most ``8 SELECT_SAMPLE`` keys use ``kthvalue``."""
+    m, n = keys.shape
+    if n <= 8 * SELECT_SAMPLE or m == 0:
+        values, indices = keys.kthvalue(k, dim=1)
+        return values, indices
+    sample = keys[:, :: n // SELECT_SAMPLE]
+    s = sample.shape[1]
+    q = (k - 0.5) / n
+    margin = 4.0 * math.sqrt(s * q * (1.0 - q)) + 2.0
+    r_lo, r_hi = math.floor(q * s - margin), math.ceil(q * s + margin)
+    inf = torch.full((m,), math.inf, dtype=keys.dtype, device=keys.device)
+    lo = sample.kthvalue(r_lo, dim=1).values if r_lo >= 1 else -inf
+    hi = sample.kthvalue(r_hi, dim=1).values if r_hi <= s else inf
+    below = count_true(keys < lo[:, None])
+    inside = (keys >= lo[:, None]) & (keys <= hi[:, None])
+    count = count_true(inside)
+    need = k - below  # the k-th's place among the bracketed keys, 1-based
+    hit = (need >= 1) & (need <= count)
+    values = torch.empty(m, dtype=keys.dtype, device=keys.device)
+    indices = torch.empty(m, dtype=torch.long, device=keys.device)
+    missed = (~hit).nonzero().flatten()
+    if len(missed):
+        values[missed], indices[missed] = keys[missed].kthvalue(k, dim=1)
+    rows = hit.nonzero().flatten()
+    if len(rows):
+        r, c = inside[rows].nonzero(as_tuple=True)  # row-major: each row's bracketed keys together
+        bracketed = keys[rows[r], c]
+        ends = count[rows].cumsum(0).tolist()
+        start = 0
+        for i, (row, end, place) in enumerate(zip(rows.tolist(), ends, need[rows].tolist())):
+            v, j = bracketed[start:end].kthvalue(place)
+            values[row], indices[row] = v, c[start + j]
+            start = end
+    return values, indices
+
+
+def kth_smallest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(radius, last, tied)`` per row of ``(m, n)`` ``keys``: the k-th smallest key, the index of
+    the item at place k of the stable ascending order (ties to the lower index), i.e. ``sort(keys,
+    stable=True)``'s ``values[:, k-1]`` and ``indices[:, k-1]``, by a selection instead of a sort, and
+    whether another key equals the k-th (bool). Only rows with such ties need more than the
+    selection: elsewhere the k-th key is unique and the selection's index is its place."""
+    radius, last = select_kth(keys, k)
+    tied = count_true(keys == radius[:, None]) > 1
+    rows = tied.nonzero().flatten()
+    if len(rows):
+        sub, r = keys[rows], radius[rows, None]
+        equal = sub == r
+        need = k - count_true(sub < r)  # >= 1: the k-th place is among the tied
+        place = equal.cumsum(1)
+        place.masked_fill_(~equal, 0)
+        last[rows] = (place == need[:, None]).to(torch.uint8).argmax(1)
+    return radius, last, tied
+
+
+def among_k_smallest(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tensor) -> Tensor:
+    """``(m, len(cols))`` bool: column j (index ``cols``) is among the row's k nearest given its
+    :func:`kth_smallest` ``(radius, last, tied)``: ``key < radius``, or ``key == radius`` and
+    ``j <= last``, or ``j = last`` (the k-th itself, whatever the rounding of a key recomputed in
+    another product). In a row without ties at the k-th key that is ``key <= radius``."""
+    out = keys <= radius[:, None]
+    rows = tied.nonzero().flatten()
+    if len(rows):
+        sub, r = keys[rows], radius[rows, None]
+        out[rows] = (sub < r) | ((sub == r) & (cols[None, :] <= last[rows, None]))
+    return out.logical_or_(cols[None, :] == last[:, None])
+
+
+def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric: str,
+                       chunk: Optional[int]) -> Iterator[tuple[Tensor, Tensor, list[tuple[Tensor, Tensor, Tensor]]]]:
+    """The one pass behind :func:`knn_row_bits` and :class:`KnnRadiusSimilarity`: per chunk of rows
+    (:func:`_tile_chunk`), ``(rows, member, kth)`` with ``rows`` the int64 row indices, ``member``
+    ``(len(rows), n)`` bool (j among the row's k nearest in some space of ``prepared``, the
+    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`kth_smallest`."""
+    n = prepared[0][0].shape[0]
+    every = torch.arange(n, device=prepared[0][0].device)
+    step = _tile_chunk(chunk)
+    for start in range(0, n, step):
+        rows = every[start : start + step]
+        member = torch.zeros(len(rows), n, dtype=torch.bool, device=every.device)
+        kth = []
+        for z, sq in prepared:
+            keys = _tiled_keys(z, sq, rows, metric)
+            kth.append(kth_smallest(keys, k))
+            member |= among_k_smallest(keys, *kth[-1], every)
+            del keys
+        yield rows, fill_block_diagonal_(member, rows, value=True), kth
+
+
+@no_grad
+def knn_mask(features: Tensor, k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> Tensor:
+    """``(n, n)`` bool: row i marks the k nearest rows of ``(n, d)`` ``features`` (itself
+    included), by Euclidean distance or cosine similarity; ties go to the lower index."""
+    n = features.shape[0]
+    mask = torch.zeros(n, n, dtype=torch.bool, device=features.device)
+    for start, order in knn_orders(features, k, metric, chunk):
+        mask[start : start + order.shape[0]].scatter_(1, order, True)
+    return mask
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """``(m, w)`` bool -> ``(m, ceil(w / 8))`` uint8; column j is bit ``j % 8`` (least significant
+    first) of byte ``j // 8``; the padding bits are 0."""
+    m, w = mask.shape
+    out = torch.zeros(m, (w + 7) // 8, dtype=torch.uint8, device=mask.device)
+    for bit in range(8):
+        plane = mask[:, bit::8].to(torch.uint8)
+        out[:, : plane.shape[1]] |= plane << bit
+    return out
+
+
+def unpack_bits(packed: Tensor, width: Optional[int] = None) -> Tensor:
+    """``(m, b)`` uint8 from :func:`pack_bits` -> ``(m, width)`` bool (``width`` default ``8 b``)."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = ((packed.unsqueeze(-1) >> shifts) & 1).bool().reshape(packed.shape[0], -1)
+    return bits if width is None else bits[:, :width]
+
+
+@no_grad
+def symmetrise_bits_(packed: Tensor, n: int, tile: int = 4096) -> Tensor:
+    """In place, the ``(n, ceil(n / 8))`` packed 0/1 matrix ``M`` becomes ``M | M^T``, tile pair by
+    tile pair (``tile`` a multiple of 8; two ``(tile, tile)`` bool tiles at a time). Returns it."""
+    if tile % 8:
+        raise ValueError("tile must be a multiple of 8")
+    for a in range(0, n, tile):
+        ta = min(tile, n - a)
+        for b in range(a, n, tile):
+            tb = min(tile, n - b)
+            ab = unpack_bits(packed[a : a + ta, b // 8 : (b + tb + 7) // 8], tb)
+            ba = unpack_bits(packed[b : b + tb, a // 8 : (a + ta + 7) // 8], ta)
+            both = ab | ba.T
+            packed[a : a + ta, b // 8 : (b + tb + 7) // 8] = pack_bits(both)
+            if b != a:
+                packed[b : b + tb, a // 8 : (a + ta + 7) // 8] = pack_bits(both.T)
+    return packed
+
+
+class BitSimilarity(SimilarityOperator):
+    """A 0/1 similarity kept as an ``(n, ceil(n / 8))`` uint8 bit matrix (:func:`pack_bits`): n^2 / 8
+    bytes (4.25 GB at n = 184,477) whatever the share of similar pairs. ``block`` unpacks the
+    requested entries as float32 exactly."""
+
+    def __init__(self, packed: Tensor, n: int, symmetric: bool = False) -> None:
+        if packed.dtype != torch.uint8 or tuple(packed.shape) != (n, (n + 7) // 8):
+            raise ValueError(f"packed bits must be uint8 of shape ({n}, {(n + 7) // 8}), got {packed.dtype} {tuple(packed.shape)}")
+        self.packed = packed
+        self.n = n
+        self.symmetric = symmetric
+
+    @property
+    def device(self) -> torch.device:
+        return self.packed.device
+
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
+        if cols is None:
+            return unpack_bits(self.packed[rows], self.n).float()
+        byte = self.packed[rows[:, None], (cols >> 3)[None, :]]
+        return ((byte >> (cols & 7).to(torch.uint8)[None, :]) & 1).float()
+
+    def mean(self) -> float:
+        """The share of 1 entries, :meth:`count` / n^2."""
+        return self.count() / (self.n * self.n) if self.n else 0.0
+
+    def count(self) -> int:
+        """The number of 1 entries (a popcount over the bytes, in row chunks of ``CHUNK_ENTRIES / 8``
+        bytes: the int64 index and count arrays of a chunk take 16 MiB each)."""
+        table = torch.tensor([bin(v).count("1") for v in range(256)], dtype=torch.int64, device=self.device)
+        step_rows = max(1, (interfaces.CHUNK_ENTRIES // 8) // max(1, self.packed.shape[1]))
+        return sum(int(table[self.packed[s : s + step_rows].long()].sum()) for s in range(0, self.n, step_rows))
+
+
+@no_grad
+def knn_row_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
+    """The per-row 0/1 similarity ``M``, ``M_ij = 1`` iff j is among i's k nearest rows in any of the
+    ``(n, d_s)`` matrices ``spaces`` (and ``M_ii = 1``), not symmetrised (UKD's ``setting.py:70-72``):
+    the rows of :func:`knn_mask`, ties included, from the keys of a ``chunk`` of rows at a time
+    (default :data:`KEY_CHUNK_ROWS`; whole :data:`KEY_TILE`-row tiles: :func:`_tiled_keys`), selected by their k-th
+    key (:func:`kth_smallest`: no sort of whole rows), into an n^2 / 8-byte bit matrix (never an
+    n x n tensor)."""
+    n = spaces[0].shape[0]
+    packed = torch.zeros(n, (n + 7) // 8, dtype=torch.uint8, device=spaces[0].device)
+    for rows, member, _ in _knn_member_chunks([_knn_space(z, metric) for z in spaces], k, metric, chunk):
+        packed[rows] = pack_bits(member)
+    return BitSimilarity(packed, n, symmetric=False)
+
+
+KNN_LIST_COLUMNS = 4096  # columns of the float64 copies behind one block of knn_union_lists' keys
+
+
+@no_grad
+def knn_union_lists(spaces: Sequence[Tensor], k: int, rows_per_block: Optional[int] = None) -> Tensor:
+    """``(n, w)`` int64: row i lists, in increasing order and padded with -1, the j that are among
+    i's k nearest rows by Euclidean distance in any of the ``(n, d_s)`` matrices ``spaces``, and i itself: the rows of
+    ``knn_mask(s_1) | knn_mask(s_2) | ... | I`` as index lists, ties to the lower index, ``w`` the
+    longest row (at most ``len(spaces) k + 1``). Linear memory in n: the float64 keys of a block of
+    ``rows_per_block`` rows (default :data:`KEY_CHUNK_ROWS`) are formed from float64 copies of
+    :data:`KNN_LIST_COLUMNS` columns at a time, never of a whole matrix (a float64 copy of
+    184,477 x 4096 features is 6 GB). Each key is computed once, so no tiling is needed; keys of
+    float32 inputs sum exact float64 products, so the lists are :func:`knn_mask`'s (tested, ties
+    included)."""
+    n = spaces[0].shape[0]
+    dev = spaces[0].device
+    step = rows_per_block or KEY_CHUNK_ROWS
+    every = torch.arange(n, device=dev)
+    norms = [_squared_norms(z) for z in spaces]
+    lists, width = [], 1
+    for start in range(0, n, step):
+        rows = every[start : start + step]
+        member = torch.zeros(len(rows), n, dtype=torch.bool, device=dev)
+        for z, sq in zip(spaces, norms):
+            z_rows = z[rows].double()
+            products = torch.empty(len(rows), n, dtype=torch.float64, device=dev)
+            for c in range(0, n, KNN_LIST_COLUMNS):
+                products[:, c : c + KNN_LIST_COLUMNS] = z_rows @ z[c : c + KNN_LIST_COLUMNS].double().T
+            keys = _keys_of(products, sq[rows], sq, "euclidean")
+            member |= among_k_smallest(keys, *kth_smallest(keys, k), every)
+            del keys, products
+        member[torch.arange(len(rows), device=dev), rows] = True
+        counts = count_true(member)
+        width = max(width, int(counts.max()))
+        block = torch.full((len(rows), int(counts.max())), -1, dtype=torch.long, device=dev)
+        r, c = member.nonzero(as_tuple=True)
+        block[r, member.cumsum(1)[r, c] - 1] = c  # j at its rank among the row's members
+        lists.append(block)
+    out = torch.full((n, width), -1, dtype=torch.long, device=dev)
+    start = 0
+    for block in lists:
+        out[start : start + block.shape[0], : block.shape[1]] = block
+        start += block.shape[0]
+    return out
+
+
+def _squared_norms(features: Tensor) -> Tensor:
+    """``(n,)`` float64 squared norms of the float64 rows of ``features``, one block at a time
+    (the ``sq`` of :func:`_knn_space` for Euclidean keys, without its float64 copy)."""
+    sq = torch.empty(features.shape[0], dtype=torch.float64, device=features.device)
+    for c in range(0, features.shape[0], KNN_LIST_COLUMNS):
+        z = features[c : c + KNN_LIST_COLUMNS].double()
+        sq[c : c + KNN_LIST_COLUMNS] = (z * z).sum(1)
+    return sq
+
+
+def knn_union_bits(spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> BitSimilarity:
+    """The symmetric 0/1 similarity ``S = M | M^T`` with unit diagonal, ``M`` the per-row matrix of
+    :func:`knn_row_bits`: exactly ``(knn_mask(s_1) | knn_mask(s_2) | ...)`` symmetrised, ties included,
+    as an n^2 / 8-byte bit matrix (never an n x n tensor)."""
+    rows = knn_row_bits(spaces, k, metric, chunk)
+    return BitSimilarity(symmetrise_bits_(rows.packed, rows.n), rows.n, symmetric=True)
+
+
+class KnnRadiusSimilarity(SimilarityOperator):
+    """The per-row 0/1 similarity of :func:`knn_row_bits` computed on demand instead of kept as
+    n^2 / 8 bits: ``M_ij = 1`` iff j is among i's k nearest rows in some space (ties to the lower
+    index), or ``i = j``.
+
+    Kept per space: the float64 rows the keys are formed from and their squared norms, and per row
+    ``i`` the key of its k-th neighbour, ``radius_i``, that neighbour's index, ``last_i``, and whether
+    another key ties it. The
+    stable order puts ties at the lower index first, so j is among i's k nearest exactly when
+    ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`kth_smallest`).
+    That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
+    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space.
+
+    Row blocks are exact: every key, when the radii are found and when a block is read, comes from
+    whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of
+    :func:`knn_row_bits` do, so they hold exactly its entries (tested, ties included); a column
+    subset is cut from the full rows. Rows of ``M^T`` (:meth:`columns`, what ``dcmh`` reads for its
+    text step) take the keys from the products of the columns' own tiles, transposed: an inner
+    product can round differently there (float64 sums of float32 products in another order), so an
+    entry could differ where a key other than the k-th's equals the k-th key to its last bit. Measured
+    with Euclidean keys: none of 64 million entries at n = 8,000 (128-d tanh outputs, also
+    saturated ones), none with integer outputs full of exact ties (tested); with cosine keys of
+    integer outputs, 1 to 4 of 4,900 (the ``ukd`` strategy keeps bits for cosine). Not symmetrised:
+    ``M | M^T`` would need both reads in every block (``knn_union_bits`` keeps bits)."""
+
+    symmetric = False
+
+    def __init__(self, spaces: Sequence[Tensor], k: int, metric: str = "euclidean", chunk: Optional[int] = None) -> None:
+        self.n = int(spaces[0].shape[0])
+        self.k, self.metric = k, metric
+        self.chunk = _tile_chunk(chunk)
+        prepared = [_knn_space(features, metric) for features in spaces]
+        device = prepared[0][0].device
+        radii = [(torch.empty(self.n, dtype=torch.float64, device=device),
+                  torch.empty(self.n, dtype=torch.int64, device=device),
+                  torch.empty(self.n, dtype=torch.bool, device=device)) for _ in prepared]
+        self._count = 0  # the 1 entries, counted in the same pass (a later mean() needs no other)
+        for rows, member, kth in _knn_member_chunks(prepared, k, metric, self.chunk):
+            for kept, found in zip(radii, kth):
+                for whole, part in zip(kept, found):
+                    whole[rows] = part
+            self._count += int(torch.count_nonzero(member))
+        self.spaces = [(z, sq, *kept) for (z, sq), kept in zip(prepared, radii)]
+
+    @property
+    def device(self) -> torch.device:
+        return self.spaces[0][0].device
+
+    def count(self) -> int:
+        """The number of 1 entries."""
+        return self._count
+
+    def mean(self) -> float:
+        """The share of 1 entries, :meth:`count` / n^2 (exact)."""
+        return self._count / (self.n * self.n) if self.n else 0.0
+
+    @no_grad
+    def columns(self, cols: Tensor) -> Tensor:
+        """``(len(cols), n)`` float32 0/1 rows of ``M^T``: the keys of every row against ``cols``,
+        from the products of ``cols``' own whole tiles against all n rows (one ``(cols, n, d)``
+        product per space, never every row's)."""
+        out = torch.zeros(self.n, len(cols), dtype=torch.bool, device=self.device)
+        for z, sq, radius, last, tied in self.spaces:
+            keys = _keys_of(_tiled_products(z, cols).T, sq, sq[cols], self.metric)
+            out |= among_k_smallest(keys, radius, last, tied, cols)
+            del keys
+        return fill_block_diagonal_(out.T, cols).float()
+
+    @no_grad
+    def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
+        """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
+        out = torch.zeros(len(rows), self.n, dtype=torch.bool, device=self.device)
+        every = torch.arange(self.n, device=self.device)
+        for z, sq, radius, last, tied in self.spaces:
+            out |= among_k_smallest(_tiled_keys(z, sq, rows, self.metric), radius[rows], last[rows], tied[rows], every)
+        fill_block_diagonal_(out, rows)
+        return (out if cols is None else out[:, cols]).float()
+
+
+
+
+def kth_largest(chunks: Callable[[], Iterator[Tensor]], k: int) -> float:
+    """The exact k-th largest (1-based) of all the float32 values that ``chunks()`` yields, over two
+    passes (``chunks`` is called twice and must yield the same values), without holding them: a
+    radix selection on the values' order-preserving int32 keys, the upper 16 bits in the first
+    pass, the lower 16 among the values that share the selected upper bits in the second. No NaN."""
+    def keys(x: Tensor) -> Tensor:
+        i = x.float().contiguous().view(torch.int32).flatten()
+        return i ^ ((i >> 31) & 0x7FFFFFFF)  # signed order = float order (-0.0 just below +0.0)
+
+    hi_counts = None
+    for x in chunks():
+        h = torch.bincount((keys(x) >> 16) + 32768, minlength=1 << 16)
+        hi_counts = h if hi_counts is None else hi_counts + h
+    if hi_counts is None or k < 1 or k > int(hi_counts.sum()):
+        raise ValueError(f"k = {k} is outside 1 .. the number of values")
+    above = torch.flip(torch.cumsum(torch.flip(hi_counts, [0]), 0), [0])  # above[b] = count(hi >= b)
+    hi = int(torch.nonzero(above >= k).max())
+    rank = k - (int(above[hi + 1]) if hi + 1 < (1 << 16) else 0)  # rank within the bucket hi
+    lo_counts = torch.zeros(1 << 16, dtype=torch.int64, device=hi_counts.device)
+    for x in chunks():
+        key = keys(x)
+        lo_counts += torch.bincount(key[(key >> 16) == hi - 32768] & 0xFFFF, minlength=1 << 16)
+    above_lo = torch.flip(torch.cumsum(torch.flip(lo_counts, [0]), 0), [0])
+    lo = int(torch.nonzero(above_lo >= rank).max())
+    key = (hi - 32768) * 65536 + lo
+    bits = key if key >= 0 else key ^ 0x7FFFFFFF  # back to the float's int32 bit pattern
+    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
