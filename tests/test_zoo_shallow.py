@@ -223,3 +223,20 @@ def test_cvh_toolbox_solver_solves_the_toolbox_eigenproblem():
     torch.testing.assert_close(ay, torch.linalg.solve(cyy, cxy.T @ ax) / lam.sqrt(), atol=1e-4, rtol=1e-3)
     # no centring: encode is the plain projection
     torch.testing.assert_close(model.encode(train.image, Modality.IMAGE).double(), x @ ax, atol=1e-3, rtol=1e-4)
+
+
+def test_cvh_moments_are_summed_by_row_blocks(monkeypatch):
+    """The centred second moments CVH solves with come from row blocks (no centred or float64 copy of a
+    view): one block gives the whole-matrix products exactly, many blocks the same to float64 rounding."""
+    from cmhbench import interfaces
+    from cmhbench_plugins.teachers.cvh import centred_moments
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(500, 12, generator=g), torch.rand(500, 5, generator=g)
+    mx, my = x.mean(0, keepdim=True), y.mean(0, keepdim=True)
+    zx, zy = (x - mx).double(), (y - my).double()
+    want = (zx.T @ zx, zy.T @ zy, zx.T @ zy)
+    assert all(torch.equal(a, b) for a, b in zip(centred_moments(x, y, mx, my), want))
+    monkeypatch.setattr(interfaces, "CHUNK_ENTRIES", 8 * 12 * 7)  # 7-row blocks
+    for a, b in zip(centred_moments(x, y, mx, my), want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 
+from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
@@ -79,24 +80,48 @@ class CVHConfig:
                                "matrices (its demo scripts' CVHparam.lambda)", ge=0)
 
 
-def ridge_covariance(x: Tensor, reg: float) -> Tensor:
-    """``(d, d)`` float64 covariance of centred ``(n, d)`` rows plus ``reg * trace/d`` on the diagonal
-    (at least 1e-12 so the Cholesky factor exists)."""
-    x = x.double()
-    cov = x.T @ x / x.shape[0]
+def centred_moments(x: Tensor, y: Tensor, mean_x: Tensor, mean_y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """float64 ``(Zx^T Zx, Zy^T Zy, Zx^T Zy)`` of the rows ``z = float64(float32(row) - mean)`` of the
+    paired ``(n, dx)`` ``x`` and ``(n, dy)`` ``y``, summed over row blocks of at most
+    ``CHUNK_ENTRIES / 8`` entries of the wider view (16 MiB as float64): no centred or float64 copy
+    of a whole view is held (at 184,477 pairs of 4096-d features that copy alone is 6 GB). A
+    training set of one block (Wiki's) gives the products of the whole matrices, bit for bit."""
+    n = x.shape[0]
+    step = max(1, (interfaces.CHUNK_ENTRIES // 8) // max(1, x.shape[1], y.shape[1]))
+    sums = None
+    for start in range(0, n, step):
+        zx = (x[start : start + step].float() - mean_x).double()
+        zy = (y[start : start + step].float() - mean_y).double()
+        if sums is None:
+            sums = [zx.T @ zx, zy.T @ zy, zx.T @ zy]
+        else:
+            for total, (a, b) in zip(sums, ((zx, zx), (zy, zy), (zx, zy))):
+                total.addmm_(a.T, b)
+    if sums is None:
+        dx, dy = x.shape[1], y.shape[1]
+        sums = [x.new_zeros(dx, dx, dtype=torch.float64), x.new_zeros(dy, dy, dtype=torch.float64),
+                x.new_zeros(dx, dy, dtype=torch.float64)]
+    return sums[0], sums[1], sums[2]
+
+
+def ridge_covariance(second_moment: Tensor, n: int, reg: float) -> Tensor:
+    """``(d, d)`` float64 covariance ``Z^T Z / n`` from the centred rows' ``second_moment`` plus
+    ``reg * trace/d`` on the diagonal (at least 1e-12 so the Cholesky factor exists)."""
+    cov = second_moment / n
     ridge = max(reg * float(torch.diagonal(cov).mean()), 1e-12)
     return cov + ridge * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
 
 
-def cvh_projections(x: Tensor, y: Tensor, bits: int, reg: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Closed-form CVH (``W = I``, two views) on centred ``(n, dx)`` ``x`` and ``(n, dy)`` ``y``.
+def cvh_projections(moments: tuple[Tensor, Tensor, Tensor], n: int, bits: int, reg: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Closed-form CVH (``W = I``, two views) from the :func:`centred_moments` of ``n`` centred pairs.
 
     Returns ``(A_x, A_y, rho)``: ``(dx, bits)`` and ``(dy, bits)`` float64 projections whose first
     ``r = min(dx, dy, bits)`` columns are the canonical pairs of largest correlation ``rho`` (``(r,)``),
     normalised so ``A^T C A = I`` per view; columns beyond ``r`` are zero.
     """
-    cxx, cyy = ridge_covariance(x, reg), ridge_covariance(y, reg)
-    cxy = x.double().T @ y.double() / x.shape[0]
+    sxx, syy, sxy = moments
+    cxx, cyy = ridge_covariance(sxx, n, reg), ridge_covariance(syy, n, reg)
+    cxy = sxy / n
     lx, ly = torch.linalg.cholesky(cxx), torch.linalg.cholesky(cyy)
     # M = Lx^-1 Cxy Ly^-T, the cross-covariance of the whitened views.
     m = torch.linalg.solve_triangular(lx, cxy, upper=False)
@@ -112,8 +137,9 @@ def cvh_projections(x: Tensor, y: Tensor, bits: int, reg: float) -> tuple[Tensor
     return a_x, a_y, rho[:r]
 
 
-def toolbox_projections(x: Tensor, y: Tensor, bits: int, lam: float) -> tuple[Tensor, Tensor, Tensor]:
-    """The circulating toolbox's CVH on uncentred ``(n, dx)`` ``x`` and ``(n, dy)`` ``y``.
+def toolbox_projections(moments: tuple[Tensor, Tensor, Tensor], bits: int, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The circulating toolbox's CVH from the uncentred :func:`centred_moments` (means 0) of ``(n, dx)``
+    ``x`` and ``(n, dy)`` ``y``.
 
     ``Cxx = x^T x + lam I``, ``Cyy = y^T y + lam I``, ``Cxy = x^T y`` (scatter, not covariance,
     and no centring); ``A_x`` holds the generalised eigenvectors of ``(Cxy Cyy Cxy^T, Cxx)`` with the
@@ -123,10 +149,9 @@ def toolbox_projections(x: Tensor, y: Tensor, bits: int, lam: float) -> tuple[Te
     ``dy`` of ``A``) the toolbox divides by ``sqrt(0)``; here those text columns are zero (a
     constant bit), the image columns stay (noise bits, as in the toolbox).
     """
-    x, y = x.double(), y.double()
-    cxx = x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    cyy = y.T @ y + lam * torch.eye(y.shape[1], dtype=y.dtype, device=y.device)
-    cxy = x.T @ y
+    sxx, syy, cxy = moments
+    cxx = sxx + lam * torch.eye(sxx.shape[0], dtype=sxx.dtype, device=sxx.device)
+    cyy = syy + lam * torch.eye(syy.shape[0], dtype=syy.dtype, device=syy.device)
     a = cxy @ cyy @ cxy.T
     lx = torch.linalg.cholesky(cxx)
     whitened = torch.linalg.solve_triangular(lx, a, upper=False)
@@ -162,12 +187,11 @@ class CVH:
         for modality in Modality:
             mean = train.get(modality).float().mean(0, keepdim=True)
             self.mean[modality] = torch.zeros_like(mean) if toolbox else mean
-        x = train.image.float() - self.mean[Modality.IMAGE]
-        y = train.text.float() - self.mean[Modality.TEXT]
+        moments = centred_moments(train.image, train.text, self.mean[Modality.IMAGE], self.mean[Modality.TEXT])
         if toolbox:
-            a_x, a_y, rho = toolbox_projections(x, y, bits, self.config.toolbox_lambda)
+            a_x, a_y, rho = toolbox_projections(moments, bits, self.config.toolbox_lambda)
         else:
-            a_x, a_y, rho = cvh_projections(x, y, bits, self.config.reg)
+            a_x, a_y, rho = cvh_projections(moments, len(train), bits, self.config.reg)
         self.projection = {Modality.IMAGE: a_x.float(), Modality.TEXT: a_y.float()}
         self.correlations = rho.float()
 
