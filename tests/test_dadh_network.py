@@ -357,3 +357,16 @@ def test_fit_reads_s_by_blocks_only_and_matches_the_dense_path(monkeypatch):
         codes.append(torch.cat([model.encode(image, Modality.IMAGE), model.encode(text, Modality.TEXT)]).sign())
     agree = float((codes[0] == codes[1]).float().mean())
     assert agree > 0.99, agree  # the same fit up to rounding in the (rank-4) projection
+
+
+def test_global_mean_std_by_blocks_above_the_floor(monkeypatch):
+    from cmhbench import interfaces
+    from cmhbench_plugins.students.dadh import global_mean_std
+
+    x = torch.rand(300, 40, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    whole = x.double()
+    assert global_mean_std(x) == (float(whole.mean()), float(whole.std(unbiased=False)))  # one copy: as always
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 8 * 40 * 7)  # 7-row blocks, two passes
+    mean, std = global_mean_std(x)
+    assert mean == pytest.approx(float(whole.mean()), rel=1e-12)
+    assert std == pytest.approx(float(whole.std(unbiased=False)), rel=1e-12)

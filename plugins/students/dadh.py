@@ -140,6 +140,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached
@@ -405,6 +406,22 @@ def label_projection(supervision: Supervision, labels: Tensor | None, lamb: floa
     return lambda z: u @ (weight * (u.T @ z))
 
 
+def global_mean_std(x: Tensor) -> tuple[float, float]:
+    """Mean and (biased) standard deviation of all entries of ``x``, in float64. Where a float64 copy
+    of ``x`` takes at most :data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES` (256 MiB: Wiki's and
+    MIRFlickr's training images) they come from that copy, as always; above, from two passes over row
+    blocks of that size (equal to float64 rounding), never a whole copy (6 GB at 184,477 x 4096)."""
+    if 8 * x.numel() <= interfaces.DENSE_FLOOR_BYTES:
+        whole = x.double()
+        return float(whole.mean()), float(whole.std(unbiased=False))
+    step = max(1, interfaces.DENSE_FLOOR_BYTES // (8 * max(1, x.shape[1])))
+    blocks = [slice(s, s + step) for s in range(0, x.shape[0], step)]
+    count = x.numel()
+    mean = sum(float(x[b].double().sum()) for b in blocks) / count
+    var = sum(float((x[b].double() - mean).pow_(2).sum()) for b in blocks) / count
+    return mean, var**0.5
+
+
 class DADH:
     """``GEN`` image/text networks, ``DIS`` feature and hash discriminators, and DADH's discrete B update."""
 
@@ -436,9 +453,8 @@ class DADH:
             keep_freed_memory()
         n, dtype = len(train), train.image.dtype  # float32 in cmhbench runs
         if c.standardize_image:
-            image = train.image.double()
-            self.image_shift, self.image_scale = float(image.mean()), float(image.std(unbiased=False))
-        inputs = (self._image(train.image), train.text)
+            self.image_shift, self.image_scale = global_mean_std(train.image)
+        inputs = (train.image, train.text)  # images standardised per minibatch (_train_step)
         labels = supervision.soft_labels
         sup = (None if labels is None else labels.to(dev, dtype), supervision, dtype)
         self.build(train.image.shape[1], train.text.shape[1], bits)
@@ -465,13 +481,13 @@ class DADH:
     def _train_step(self, idx: Tensor, inputs: tuple, b: Tensor, h: tuple, sup: tuple, nets: tuple, opts: tuple,
                     gen: torch.Generator) -> None:
         """One minibatch ``idx`` (``main.py:88-175``): forward, store the hash outputs in ``h = (H_i, H_t)``,
-        a feature and a hash discriminator step, a generator step. ``inputs``: (standardised images,
+        a feature and a hash discriminator step, a generator step. ``inputs``: (images, standardised here,
         texts); ``sup``: (labels or None, the supervision, the training dtype); ``nets``: (image, text, feature dis, hash dis);
         ``opts``: their three optimisers (generator, feature dis, hash dis)."""
         c = self.config
         img, txt, dis_f, dis_h = nets
         bn_inputs: list | None = None if c.dropout > 0 else []
-        f_i, f_t = img.feature(inputs[0][idx]), txt.feature(inputs[1][idx], bn_inputs)
+        f_i, f_t = img.feature(self._image(inputs[0][idx])), txt.feature(inputs[1][idx], bn_inputs)
         o_i, o_t = img.hash(f_i), txt.hash(f_t)
         h[0][idx], h[1][idx] = o_i.detach(), o_t.detach()
         o_t_hash_only = self._second_text_pass(txt, inputs[1][idx], f_t, bn_inputs)
