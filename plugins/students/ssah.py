@@ -544,7 +544,7 @@ class SSAH:
         self.config = config
         self.ctx = ctx
         self.nets: dict[Modality, nn.Module] = {}
-        self.scalers: dict[Modality, tuple[Tensor, Tensor]] = {}
+        self.scalers: dict[Modality, Optional[tuple[Tensor, Tensor]]] = {}
         self._ukd_nets = False  # True once fitted in ukd mode (nets return the hash output alone)
         self.epochs_run = 0  # label mode: epochs trained before no step could change a parameter (steps_round_away)
 
@@ -557,9 +557,11 @@ class SSAH:
         self._ukd_nets = paired_only
         standardize = c.paired_standardize if paired_only else c.standardize
         for m in Modality:
-            x = train.get(m).to(dev, torch.float32)
-            mu, sd = x.mean(0), x.std(0)
-            self.scalers[m] = (mu, torch.where(sd > 0, sd, torch.ones_like(sd))) if standardize else (torch.zeros_like(mu), torch.ones_like(sd))
+            self.scalers[m] = None  # raw inputs (the official default): no statistics, no scaled copy
+            if standardize:
+                x = train.get(m).to(dev, torch.float32)
+                mu, sd = x.mean(0), x.std(0)
+                self.scalers[m] = (mu, torch.where(sd > 0, sd, torch.ones_like(sd)))
         train = PairedFeatures(self._scale(train.image, Modality.IMAGE), self._scale(train.text, Modality.TEXT))
         if paired_only:
             self._fit_ukd(train, s, bits)
@@ -784,8 +786,12 @@ class SSAH:
         tf_adam_step(list(net.parameters()), adam, c.paired_lr)
 
     def _scale(self, x: Tensor, modality: Modality) -> Tensor:
-        """``(n, d)`` features -> ``(n, d)`` standardised with the training statistics (identity if off)."""
-        mu, sd = self.scalers[Modality(modality)]
+        """``(n, d)`` features -> ``(n, d)`` standardised with the training statistics; with standardisation
+        off, the float32 features on the run's device as they are (no copy where they already are)."""
+        scaler = self.scalers[Modality(modality)]
+        if scaler is None:
+            return x.to(self.ctx.device, torch.float32)
+        mu, sd = scaler
         return (x.to(mu.device, torch.float32) - mu) / sd
 
     def encode(self, x: Tensor, modality: Modality) -> Tensor:
