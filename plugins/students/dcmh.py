@@ -241,7 +241,7 @@ def text_forward(net: nn.Module, text: Tensor, mean: Optional[Tensor]) -> tuple[
     are the centred text and ``forward`` is ``net``."""
     sparse = (
         isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[0], nn.Linear)
-        and float((text != 0).float().mean()) < SPARSE_INPUT_DENSITY
+        and int(torch.count_nonzero(text)) < SPARSE_INPUT_DENSITY * text.numel()
     )
     if not sparse:
         return net, text if mean is None else text - mean
