@@ -63,6 +63,57 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp(min=eps)
 
 
+class NormalizedRows:
+    """The rows of ``x`` ``(n, d)`` scaled to unit Euclidean norm, as :func:`l2_normalize` gives them, without
+    a normalised copy of ``x``: it keeps a reference to ``x`` and the ``(n,)`` float32 row norms (clamped at
+    ``eps``), and normalises only the rows asked for. Indexing (``view[rows]``, a slice or a 1-D index
+    tensor) returns ``(len(rows), d)`` float32; :meth:`times_transposed` gives ``left @ view^T`` over all ``n``
+    rows. Values agree with ``l2_normalize(x)`` to float32 rounding."""
+
+    def __init__(self, x: Tensor, eps: float = 1e-12, block_entries: int = 1 << 24) -> None:
+        self.x = x
+        self.block_rows = max(1, block_entries // max(1, int(x.shape[1])))
+        self.norms = torch.cat([x[start : start + self.block_rows].float().norm(dim=1).clamp(min=eps)
+                                for start in range(0, int(x.shape[0]), self.block_rows)]) if x.shape[0] else \
+            torch.empty(0, dtype=torch.float32, device=x.device)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.x.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, rows: "Tensor | slice") -> Tensor:
+        return self.x[rows].float() / self.norms[rows].unsqueeze(1)
+
+    def times_transposed(self, left: Tensor) -> Tensor:
+        """``left @ view^T``, ``(r, n)`` float32 for ``left`` ``(r, d)``, over row blocks of ``x`` (no float
+        copy of the whole of ``x``)."""
+        n = int(self.x.shape[0])
+        out = torch.empty(left.shape[0], n, dtype=torch.float32, device=left.device)
+        for start in range(0, n, self.block_rows):
+            stop = min(n, start + self.block_rows)
+            out[:, start:stop] = (left @ self.x[start:stop].float().T).div_(self.norms[start:stop])
+        return out
+
+
+def times_transposed(left: Tensor, right: "Tensor | NormalizedRows") -> Tensor:
+    """``left @ right^T`` ``(r, n)`` for ``left`` ``(r, d)`` and ``right`` ``(n, d)``, a tensor or a
+    :class:`NormalizedRows` view."""
+    if isinstance(right, NormalizedRows):
+        return right.times_transposed(left)
+    return left @ right.T
+
+
 def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:
     """``(n, m)`` cosine similarities between the rows of ``a`` ``(n, d)`` and ``b`` ``(m, d)`` (``b = a`` if None)."""
     a_n = l2_normalize(a)

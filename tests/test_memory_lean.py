@@ -22,7 +22,7 @@ from cmhbench.plugins import get_registry
 from cmhbench import runner as runner_mod
 from cmhbench.runner import GatheredRows, RunRequest, Runner, _to_device
 from cmhbench.neighbours import knn_chunk_rows, knn_orders, knn_row_bits, KnnRadiusSimilarity, unpack_bits
-from cmhbench.training import l2_normalize, seed_everything
+from cmhbench.training import NormalizedRows, l2_normalize, seed_everything, times_transposed
 from method_helpers import build
 
 features_plugin = importlib.import_module("cmhbench_plugins.teachers.features")
@@ -409,3 +409,23 @@ def test_bit_similarity_count_by_small_chunks_is_exact(monkeypatch):
     want = int(unpack_bits(bits.packed, 37).sum())
     monkeypatch.setattr(interfaces, "CHUNK_ENTRIES", 8 * 5 * 5)  # 5 rows of 5 bytes a chunk
     assert bits.count() == want and bits.mean() == want / 37**2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_normalized_rows_are_l2_normalize_without_a_copy(dtype):
+    """NormalizedRows keeps the matrix and its row norms; its rows and its product with a left factor are
+    l2_normalize's (zero rows stay zero), for any block size."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(23, 7, generator=gen).to(dtype)
+    x[5] = 0
+    want = l2_normalize(x.float())
+    left = torch.randn(4, 7, generator=gen)
+    for block_entries in (1, 7 * 5, 1 << 24):
+        view = NormalizedRows(x, block_entries=block_entries)
+        assert view.x is x and view.norms.shape == (23,) and view.shape == x.shape and len(view) == 23
+        rows = torch.tensor([5, 0, 22, 0])
+        torch.testing.assert_close(view[rows], want[rows], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(view[3:9], want[3:9], rtol=1e-6, atol=1e-7)
+        assert torch.all(view[rows][0] == 0)
+        torch.testing.assert_close(times_transposed(left, view), left @ want.T, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(times_transposed(left, want), left @ want.T, rtol=0, atol=0)

@@ -13,6 +13,8 @@ from cmhbench.interfaces import Modality, PairedFeatures, Supervision
 from method_helpers import build, cross_modal_map, paired
 from plugins_for_tests import load_tiny
 from cmhbench_plugins.teachers.dsah import FusionSimilarity
+from cmhbench_plugins.strategies.sakdh import gram as sakdh_gram
+from cmhbench.training import NormalizedRows
 
 
 class FixedTeacher:
@@ -216,3 +218,29 @@ def test_sakdh_with_the_dsah_teacher_reads_its_fusion_and_agrees_with_labels():
     truth = (train.labels @ train.labels.T > 0)[off]
     precision = float(truth[s.bool()[off]].float().mean())
     assert precision > 2 * float(truth.float().mean()), precision
+
+
+def test_teacher_fusion_above_the_dense_cache_keeps_no_normalised_copy(monkeypatch):
+    """Above the dense-cache size DSAH's fusion keeps references to the features and their row norms
+    (NormalizedRows), and its blocks, factors and the sakdh hand-over agree with the normalised copies."""
+    image, text = _features(n=30, seed=9)
+    image_t, text_t = torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32)
+    small = FusionSimilarity(image_t, text_t, 0.9, 1.5)
+    assert isinstance(small.f_i, torch.Tensor)
+    train = PairedFeatures(image_t, text_t)
+    teacher = FusionTeacher(np.zeros((30, 4)), np.zeros((30, 4)))
+    dense = build("strategy", "sakdh", mode="soft").distill(teacher, train)
+    with monkeypatch.context() as patch:
+        patch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)
+        big = FusionSimilarity(image_t, text_t, 0.9, 1.5)
+        assert isinstance(big.f_i, NormalizedRows) and big.f_i.x is image_t and big.f_t.x is text_t
+        rows, cols = torch.tensor([3, 0, 29, 3]), torch.tensor([5, 3, 17])
+        for got, want in ((big.block(rows), small.block(rows)), (big.block(rows, cols), small.block(rows, cols)),
+                          (big.block(rows, rows), small.block(rows, rows))):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        parts, middle = big.factors()
+        torch.testing.assert_close(sakdh_gram(parts), sakdh_gram(small.factors()[0]), rtol=1e-12, atol=1e-9)
+        lazy = build("strategy", "sakdh", mode="soft").distill(teacher, train)
+        assert isinstance(lazy.operator.parts[0], NormalizedRows)
+        torch.testing.assert_close(lazy.block(rows), dense.similarity[rows], rtol=0, atol=1e-6)
+        torch.testing.assert_close(lazy.block(rows, cols), dense.similarity[rows][:, cols], rtol=0, atol=1e-6)

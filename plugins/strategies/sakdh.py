@@ -67,7 +67,8 @@ precision 0.54 / 0.39.
 Computation: ``S_F = U M U^T`` with ``U = [Z_I, Z_T]`` ``(n, 2 bits)`` and a small ``M``, so
 ``S_R = U ((1 - eta) M + eta M (U^T U) M / n) U^T`` costs O(n^2 bits) instead of O(n^3). The
 teacher's own fusion has the same form with DSAH's ``U = [F_I, F_T, 1]`` (``(n, d_image + d_text +
-1)``, the teacher's normalised features, kept as three parts and never stacked over all n) and
+1)``, the teacher's normalised features, kept as three parts and never stacked over all n; above
+the dense-cache size DSAH keeps them as its features plus row norms, no second copy) and
 ``M = K diag(2 alpha I, 2 (1 - alpha) I, -1)``: ``S_R = U W U^T`` with a ``(d, d)`` kernel ``W``
 (:class:`FactoredReconstruction`), O(n^2 d) a pass over the matrix (d = 4107 on Wiki's features,
 5097 on NUS-WIDE's: one pass at n = 184,477 is about 3.5e14 multiply-adds).
@@ -98,7 +99,7 @@ from cmhbench.interfaces import (CHUNK_ENTRIES, Modality, PairedFeatures, RunCon
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.neighbours import kth_largest
-from cmhbench.training import fill_block_diagonal_, l2_normalize
+from cmhbench.training import NormalizedRows, fill_block_diagonal_, l2_normalize, times_transposed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -186,11 +187,12 @@ class ReconstructedSimilarity(SimilarityOperator):
 
 class FactoredReconstruction(ReconstructedSimilarity):
     """``S_R = clamp(U W U^T)`` with ``U = [parts]`` ``(n, d)`` kept as its column parts (never stacked
-    over all ``n``: they are the teacher's own, e.g. DSAH's L2-normalised features) and a symmetric
+    over all ``n``: they are the teacher's own, e.g. DSAH's L2-normalised features, tensors or
+    :class:`~cmhbench.training.NormalizedRows` views) and a symmetric
     ``(d, d)`` float32 kernel ``W``; handed over as :class:`ReconstructedSimilarity` does. A block of
     ``r x c`` entries costs ``O(r d (d + c))``."""
 
-    def __init__(self, parts: Sequence[Tensor], kernel: Tensor, threshold: Optional[float] = None) -> None:
+    def __init__(self, parts: Sequence[Tensor | NormalizedRows], kernel: Tensor, threshold: Optional[float] = None) -> None:
         self.parts = list(parts)
         self.kernel = kernel
         self.threshold = threshold
@@ -202,13 +204,13 @@ class FactoredReconstruction(ReconstructedSimilarity):
 
     def rows_of_u(self, rows: Optional[Tensor] = None) -> Tensor:
         """``U[rows]`` ``(len(rows) or n, d)`` float32, stacked from the parts."""
-        return torch.cat([part if rows is None else part[rows] for part in self.parts], dim=1)
+        return torch.cat([part[:] if rows is None else part[rows] for part in self.parts], dim=1)
 
     def _times_u_transposed(self, left: Tensor, cols: Optional[Tensor]) -> Tensor:
         """``left @ U[cols]^T`` for ``left`` ``(r, d)``: part by part, ``(r, len(cols) or n)``."""
         out = None
         for block, part in zip(left.split([int(p.shape[1]) for p in self.parts], dim=1), self.parts):
-            term = block @ (part if cols is None else part[cols]).T
+            term = times_transposed(block, part) if cols is None else block @ part[cols].T
             out = term if out is None else out.add_(term)
         return out
 
@@ -222,8 +224,8 @@ class FactoredReconstruction(ReconstructedSimilarity):
         return 0.5 * (s_r + s_r.T)
 
 
-def gram(parts: Sequence[Tensor]) -> Tensor:
-    """``U^T U`` ``(d, d)`` float64 of ``U = [parts]`` ``(n, d)``, accumulated over row chunks of at
+def gram(parts: Sequence[Tensor | NormalizedRows]) -> Tensor:
+    """``U^T U`` ``(d, d)`` float64 of ``U = [parts]`` ``(n, d)`` (tensors or row-normalised views), accumulated over row chunks of at
     most :data:`~cmhbench.interfaces.CHUNK_ENTRIES` entries (no float64 copy of ``U``)."""
     d = sum(int(p.shape[1]) for p in parts)
     n = int(parts[0].shape[0])
