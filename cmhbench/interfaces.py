@@ -138,10 +138,11 @@ def check_dense_fits(n: int, device: Any) -> None:
         )
 
 
-def row_chunks(n: int, device: Any = None) -> Iterator[Tensor]:
+def row_chunks(n: int, device: Any = None, entries: Optional[int] = None) -> Iterator[Tensor]:
     """``arange`` index tensors (int64, on ``device``) covering rows ``0 .. n-1`` in order, each of at
-    most ``max(1, CHUNK_ENTRIES // n)`` rows (so that a row block of the n x n matrix stays small)."""
-    step_rows = max(1, CHUNK_ENTRIES // max(1, n))
+    most ``max(1, entries // n)`` rows (``entries``: :data:`CHUNK_ENTRIES` when None), so that a row block
+    of the n x n matrix stays small."""
+    step_rows = max(1, (CHUNK_ENTRIES if entries is None else entries) // max(1, n))
     for start in range(0, n, step_rows):
         yield torch.arange(start, min(n, start + step_rows), device=device)
 

@@ -143,7 +143,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached, row_chunks
 from cmhbench.lazy import autograd, F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, keep_freed_memory, minibatches, step
@@ -344,16 +344,10 @@ PROJECTION_RANK = 256  # rank of S's leading subspace in the discrete update whe
 ROW_BLOCK_BYTES = 1 << 28  # S is read in row blocks of at most this many float32 bytes
 
 
-def _row_blocks(n: int) -> Iterator[slice]:
-    step = max(1, ROW_BLOCK_BYTES // (4 * n))
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
-
-
 def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S x`` for ``(n, r)`` ``x``, reading ``S`` by row blocks."""
     out = torch.empty_like(x)
-    for rows in _row_blocks(supervision.n):
+    for rows in row_chunks(supervision.n, device=x.device, entries=ROW_BLOCK_BYTES // 4):
         out[rows] = supervision.block(rows).to(x) @ x
     return out
 
@@ -361,7 +355,7 @@ def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
 def _st_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``."""
     out = torch.zeros_like(x)
-    for rows in _row_blocks(supervision.n):
+    for rows in row_chunks(supervision.n, device=x.device, entries=ROW_BLOCK_BYTES // 4):
         out += supervision.block(rows).to(x).T @ x[rows]
     return out
 

@@ -815,9 +815,8 @@ def _row_blocks(s, block: Optional[int] = None):
     ``block`` rows at a time, default ``CHUNK_ENTRIES / 4`` entries a block (32 MiB per float64 ``(block, n)``
     array: the losses hold a few, e.g. 1.5 GB each at n = 184,477 with 1024-row blocks)."""
     n = s.shape[0]
-    block = block or max(1, (interfaces.CHUNK_ENTRIES // 4) // max(1, n))
-    for start in range(0, n, block):
-        rows = torch.arange(start, min(start + block, n), device=s.device)
+    entries = block * n if block else interfaces.CHUNK_ENTRIES // 4
+    for rows in interfaces.row_chunks(n, device=s.device, entries=entries):
         yield rows, s[rows].double()
 
 
