@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -112,6 +112,32 @@ def times_transposed(left: Tensor, right: "Tensor | NormalizedRows") -> Tensor:
     if isinstance(right, NormalizedRows):
         return right.times_transposed(left)
     return left @ right.T
+
+
+def blockwise_products(views: Sequence["Tensor | NormalizedRows"], pairs: Sequence[tuple[int, int]],
+                       transform: Optional[Callable[[int, Tensor], Tensor]] = None,
+                       entries: int = 1 << 21) -> list[Tensor]:
+    """float64 sums ``Z_a^T Z_b`` ``(d_a, d_b)`` for each ``(a, b)`` in ``pairs``, where ``Z_v`` are the rows of
+    ``views[v]`` (``(n, d_v)``, all with the same ``n``), passed through ``transform(v, rows)`` when given and
+    cast to float64. Summed over row blocks of at most ``entries`` entries of the widest view (default 2^21:
+    16 MiB as float64), so no transformed or float64 copy of a whole view is held. The first block's
+    products start the sums and later blocks are added by ``addmm_``: data of one block gives exactly the
+    products of the whole matrices."""
+    n = int(views[0].shape[0])
+    step = max(1, entries // max(1, max(int(v.shape[1]) for v in views)))
+    sums: Optional[list[Tensor]] = None
+    for start in range(0, n, step):
+        z = [v[start : start + step] for v in views]
+        z = [(block if transform is None else transform(i, block)).double() for i, block in enumerate(z)]
+        if sums is None:
+            sums = [z[a].T @ z[b] for a, b in pairs]
+        else:
+            for total, (a, b) in zip(sums, pairs):
+                total.addmm_(z[a].T, z[b])
+    if sums is None:
+        sums = [torch.zeros(int(views[a].shape[1]), int(views[b].shape[1]), dtype=torch.float64, device=views[0].device)
+                for a, b in pairs]
+    return sums
 
 
 def cosine_similarity_matrix(a: Tensor, b: Tensor | None = None) -> Tensor:

@@ -22,7 +22,7 @@ from cmhbench.plugins import get_registry
 from cmhbench import runner as runner_mod
 from cmhbench.runner import GatheredRows, RunRequest, Runner, _to_device
 from cmhbench.neighbours import knn_chunk_rows, knn_orders, knn_row_bits, KnnRadiusSimilarity, unpack_bits
-from cmhbench.training import NormalizedRows, l2_normalize, seed_everything, times_transposed
+from cmhbench.training import NormalizedRows, blockwise_products, l2_normalize, seed_everything, times_transposed
 from method_helpers import build
 
 features_plugin = importlib.import_module("cmhbench_plugins.teachers.features")
@@ -429,3 +429,22 @@ def test_normalized_rows_are_l2_normalize_without_a_copy(dtype):
         assert torch.all(view[rows][0] == 0)
         torch.testing.assert_close(times_transposed(left, view), left @ want.T, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(times_transposed(left, want), left @ want.T, rtol=0, atol=0)
+
+
+def test_blockwise_products_sum_every_pair_over_row_blocks():
+    """Each requested Z_a^T Z_b over row blocks equals the whole product (exactly for one block, to float64
+    rounding for many); the transform sees each view's index and rows; no rows give zero matrices."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(37, 5, generator=gen), torch.rand(37, 3, generator=gen)
+    shift = (torch.full((5,), 0.25), torch.full((3,), 0.5))
+    zx, zy = (x - shift[0]).double(), (y - shift[1]).double()
+    want = [zx.T @ zx, zy.T @ zy, zx.T @ zy, zy.T @ zx]
+    pairs = [(0, 0), (1, 1), (0, 1), (1, 0)]
+    one = blockwise_products([x, y], pairs, lambda v, rows: rows - shift[v])
+    assert all(torch.equal(a, b) for a, b in zip(one, want))
+    for entries in (1, 5, 11 * 5):
+        many = blockwise_products([x, y], pairs, lambda v, rows: rows - shift[v], entries=entries)
+        for a, b in zip(many, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    empty = blockwise_products([x[:0], y[:0]], [(0, 1)])
+    assert empty[0].shape == (5, 3) and empty[0].dtype == torch.float64 and not empty[0].any()

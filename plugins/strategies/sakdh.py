@@ -92,14 +92,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Sequence
 
 
+from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import (CHUNK_ENTRIES, Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision,
+from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision,
                                  Teacher, check_dense_fits, dense_is_cached, row_chunks)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.neighbours import kth_largest
-from cmhbench.training import NormalizedRows, fill_block_diagonal_, l2_normalize, times_transposed
+from cmhbench.training import NormalizedRows, blockwise_products, fill_block_diagonal_, l2_normalize, times_transposed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -224,17 +225,22 @@ class FactoredReconstruction(ReconstructedSimilarity):
         return 0.5 * (s_r + s_r.T)
 
 
+class ColumnStack:
+    """``[parts]`` ``(n, d)``, the column parts side by side, stacked only for the rows asked for."""
+
+    def __init__(self, parts: Sequence[Tensor | NormalizedRows]) -> None:
+        self.parts = list(parts)
+        self.shape = (int(self.parts[0].shape[0]), sum(int(p.shape[1]) for p in self.parts))
+        self.device = self.parts[0].device
+
+    def __getitem__(self, rows: Tensor | slice) -> Tensor:
+        return torch.cat([p[rows] for p in self.parts], dim=1)
+
+
 def gram(parts: Sequence[Tensor | NormalizedRows]) -> Tensor:
     """``U^T U`` ``(d, d)`` float64 of ``U = [parts]`` ``(n, d)`` (tensors or row-normalised views), accumulated over row chunks of at
     most :data:`~cmhbench.interfaces.CHUNK_ENTRIES` entries (no float64 copy of ``U``)."""
-    d = sum(int(p.shape[1]) for p in parts)
-    n = int(parts[0].shape[0])
-    out = torch.zeros(d, d, dtype=torch.float64, device=parts[0].device)
-    step = max(1, CHUNK_ENTRIES // max(1, d))
-    for start in range(0, n, step):
-        block = torch.cat([p[start : start + step] for p in parts], dim=1).double()
-        out += block.T @ block
-    return out
+    return blockwise_products([ColumnStack(parts)], [(0, 0)], entries=interfaces.CHUNK_ENTRIES)[0]
 
 
 class SAKDHStrategy:

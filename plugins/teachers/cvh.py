@@ -62,6 +62,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import torch
+from cmhbench.training import blockwise_products
 from cmhbench.registry import MethodSpec
 
 if TYPE_CHECKING:
@@ -86,22 +87,10 @@ def centred_moments(x: Tensor, y: Tensor, mean_x: Tensor, mean_y: Tensor) -> tup
     ``CHUNK_ENTRIES / 8`` entries of the wider view (16 MiB as float64): no centred or float64 copy
     of a whole view is held (at 184,477 pairs of 4096-d features that copy alone is 6 GB). A
     training set of one block (Wiki's) gives the products of the whole matrices, bit for bit."""
-    n = x.shape[0]
-    step = max(1, (interfaces.CHUNK_ENTRIES // 8) // max(1, x.shape[1], y.shape[1]))
-    sums = None
-    for start in range(0, n, step):
-        zx = (x[start : start + step].float() - mean_x).double()
-        zy = (y[start : start + step].float() - mean_y).double()
-        if sums is None:
-            sums = [zx.T @ zx, zy.T @ zy, zx.T @ zy]
-        else:
-            for total, (a, b) in zip(sums, ((zx, zx), (zy, zy), (zx, zy))):
-                total.addmm_(a.T, b)
-    if sums is None:
-        dx, dy = x.shape[1], y.shape[1]
-        sums = [x.new_zeros(dx, dx, dtype=torch.float64), x.new_zeros(dy, dy, dtype=torch.float64),
-                x.new_zeros(dx, dy, dtype=torch.float64)]
-    return sums[0], sums[1], sums[2]
+    means = (mean_x, mean_y)
+    sxx, syy, sxy = blockwise_products([x, y], [(0, 0), (1, 1), (0, 1)], lambda v, rows: rows.float() - means[v],
+                                       entries=interfaces.CHUNK_ENTRIES // 8)
+    return sxx, syy, sxy
 
 
 def ridge_covariance(second_moment: Tensor, n: int, reg: float) -> Tensor:

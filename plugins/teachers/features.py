@@ -60,6 +60,7 @@ from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import Modality, PairedFeatures, RunContext
 from cmhbench.lazy import torch
+from cmhbench.training import blockwise_products
 from cmhbench.registry import MethodSpec
 
 L2_EPS = 1e-12  # cmhbench.training.l2_normalize's default floor on a row's norm
@@ -99,14 +100,9 @@ def second_moment(x: Tensor, transform: Optional[Callable[[Tensor], Tensor]] = N
     at most ``CHUNK_ENTRIES / 8`` entries of ``(n, d)`` ``x`` (16 MiB as float64), so that neither a
     transformed nor a float64 copy of the whole ``x`` is ever held (the fit's peak: the ``d x d``
     float64 result plus about 32 MiB)."""
-    n, d = x.shape
-    step = max(1, (interfaces.CHUNK_ENTRIES // 8) // max(1, d))
-    cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-    for start in range(0, n, step):
-        z = x[start : start + step]
-        z = (z if transform is None else transform(z)).double()
-        cov.addmm_(z.T, z)
-    return cov.div_(max(n, 1))
+    moment = blockwise_products([x], [(0, 0)], None if transform is None else (lambda _, rows: transform(rows)),
+                                entries=interfaces.CHUNK_ENTRIES // 8)[0]
+    return moment.div_(max(int(x.shape[0]), 1))
 
 
 def top_eigenvectors(cov: Tensor, k: int) -> Tensor:
