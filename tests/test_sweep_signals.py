@@ -136,11 +136,19 @@ def kill_all(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _as_a_terminal_job() -> None:
+    """In the child before exec: SIGINT at its default, as for a command typed at a terminal. A
+    background job of a script (``pytest ... &``) inherits SIGINT ignored, and the sweep would
+    then rightly ignore the tests' Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sweep(grid: Path, jobs: int, stderr_file: Path) -> subprocess.Popen:
-    """``cmhbench sweep GRID --jobs N`` in its own session, stderr to a file (not a terminal)."""
+    """``cmhbench sweep GRID --jobs N`` in its own session, stderr to a file (not a terminal), SIGINT
+    not ignored whatever the test process inherited."""
     with open(stderr_file, "w") as err:
         return subprocess.Popen(cmhbench("sweep", str(grid), "--jobs", str(jobs)), env=child_env(), stdout=subprocess.PIPE,
-                                stderr=err, text=True, start_new_session=True)
+                                stderr=err, text=True, start_new_session=True, preexec_fn=_as_a_terminal_job)
 
 
 def wait_for_results(proc: subprocess.Popen, root: Path, count: int = 1, seconds: float = 180) -> None:
