@@ -507,3 +507,62 @@ def test_count_true_counts_rows():
     mask = torch.rand(5, 1000) < 0.4
     assert torch.equal(count_true(mask), mask.sum(1)) and count_true(mask).dtype == torch.int64
     assert torch.equal(count_true(mask[:, ::3]), mask[:, ::3].sum(1))  # strided views too
+
+
+def test_count_true_on_long_rows_counts_by_words():
+    from cmhbench.neighbours import LANE_GROUP, count_true
+
+    g = torch.Generator().manual_seed(3)
+    n = 4 * LANE_GROUP + 5  # past the byte path, not a multiple of the word groups
+    mask = torch.rand(6, n, generator=g) < torch.tensor([0.0, 0.01, 0.5, 0.99, 1.0, 0.3])[:, None]
+    mask[4] = True  # every byte lane of every word at its limit of 255 per group
+    assert torch.equal(count_true(mask), mask.sum(1)) and count_true(mask).dtype == torch.int64
+    assert torch.equal(count_true(mask[:, 1::2]), mask[:, 1::2].sum(1))
+    assert torch.equal(count_true(mask.T.contiguous().T), mask.sum(1))  # column-major rows
+
+
+@pytest.mark.parametrize("lane_group", [8, 16, 2040])
+def test_kth_smallest_on_long_rows_is_the_stable_sort(monkeypatch, lane_group):
+    import cmhbench.neighbours as neighbours
+
+    monkeypatch.setattr(neighbours, "LANE_GROUP", lane_group)  # small groups: many words per row
+    g = torch.Generator().manual_seed(4)
+    n = 9000  # > 8 SELECT_SAMPLE: the bracketed selection
+    rows = {
+        "uniform": torch.rand(7, n, generator=g, dtype=torch.float64),
+        "ties": torch.randint(0, 6, (7, n), generator=g).double(),
+        "zeros": torch.randint(0, 2, (7, n), generator=g).double() * torch.rand(7, 1, generator=g, dtype=torch.float64),
+        "ascending": torch.arange(n, dtype=torch.float64).repeat(2, 1),  # the bracket misses: kthvalue
+    }
+    for name, keys in rows.items():
+        order = torch.sort(keys, dim=1, stable=True)
+        for k in (1, 2, 1500, 4500, n - 1, n):
+            radius, last, tied = neighbours.kth_smallest(keys, k)
+            assert torch.equal(radius, order.values[:, k - 1]), (name, k)
+            assert torch.equal(last, order.indices[:, k - 1]), (name, k)
+            assert torch.equal(tied, (keys == radius[:, None]).sum(1) > 1), (name, k)
+            member = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, order.indices[:, :k], True)
+            assert torch.equal(neighbours.among_k_smallest(keys, radius, last, tied), member), (name, k)
+            cols = torch.randperm(n, generator=g)[:300]
+            got = neighbours.among_k_smallest(keys[:, cols], radius, last, tied, cols)
+            assert torch.equal(got, member[:, cols]), (name, k)
+
+
+@pytest.mark.parametrize("lane_group", [8, 2040])
+def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_group):
+    import cmhbench.neighbours as neighbours
+
+    monkeypatch.setattr(neighbours, "LANE_GROUP", lane_group)
+    monkeypatch.setattr(neighbours, "SELECT_SAMPLE", 2)  # the bracketed selection at small n
+    _, text = tied_outputs()
+    image = torch.randn(N, 64, generator=torch.Generator().manual_seed(8))
+    image[21] = image[20]  # float64 keys of equal 64-d float32 rows round to -4e-15 here: unclamped
+    image[31] = image[30]  # keys below a radius of 0 (k = 1), where only the lower index is a neighbour
+    for k in (1, 2, 3, 5, 17, N):
+        union = old_knn_mask(image, k) | old_knn_mask(text, k)
+        union.fill_diagonal_(True)
+        radii = neighbours.KnnRadiusSimilarity([image, text], k, chunk=8)
+        assert torch.equal(radii.block(torch.arange(N)), union.float()), k
+        cols = torch.tensor([0, 12, 13, 5, 39])
+        assert torch.equal(radii.columns(cols), union.float().T[cols]), k
+        assert radii.count() == int(union.sum()), k

@@ -253,10 +253,11 @@ class NeighbourRows:
     def _kept(self, a: Tensor, rows: Tensor) -> Tensor:
         """``a`` (the affinity rows of ``rows``) with each row's ``knn_number`` smallest entries and
         its largest set to 0, in place."""
-        every = torch.arange(self.n, device=a.device)
-        drop = every[None, :] == self.top[rows, None]
         if self.knn_number > 0:
-            drop |= among_k_smallest(a, self.low_value[rows], self.low_last[rows], self.low_tied[rows], every)
+            drop = among_k_smallest(a, self.low_value[rows], self.low_last[rows], self.low_tied[rows])
+        else:
+            drop = torch.zeros(a.shape, dtype=torch.bool, device=a.device)
+        drop[torch.arange(len(rows), device=a.device), self.top[rows]] = True
         return a.masked_fill_(drop, 0.0)
 
     def rows(self, rows: Tensor) -> Tensor:
