@@ -484,18 +484,27 @@ def main(argv: Optional[list[str]] = None) -> int:
                 m, _ = run_pipeline(spec, protocol, args.data_dir, args.epochs, args.bits, args.device,
                                     args.threads, work, args.seed, tuple(args.overrides))
                 rows.append(m)
+                stages = ", ".join(f"{stage} {_sec(s)} s" for stage, s in m.stages.items() if s is not None)
                 print(f"# {protocol} {spec.label}: {m.status}, peak {_mib(m.peak_rss)} MiB, "
-                      f"{_sec(m.process_s)} s", file=sys.stderr)
+                      f"{_sec(m.process_s)} s ({stages})", file=sys.stderr)
+                if args.json:  # after every run: a long queue stopped half-way keeps what it measured
+                    write_measurements(args.json, rows, args)
     print(f"\nNUS-WIDE TC-10 layout, generated; {args.bits} bits; device {args.device}; {args.threads} thread(s); "
           "peak RSS = ru_maxrss of the run's process (os.wait4); features = N x (4096 + 1000) float32.")
     print(table(rows, args.size, args.epochs))
-    if args.json:
-        args.json.write_text(json.dumps({
+    return 0 if all(r.status == "ok" for r in rows) else 1
+
+
+def write_measurements(path: Path, rows: list[Measurement], args: argparse.Namespace) -> None:
+    """Write the measurements so far to ``path`` as JSON, atomically (a reader never sees half a file)."""
+    from cmhbench.files import atomic_open
+
+    with atomic_open(path, fsync=False) as out:
+        out.write(json.dumps({
             "size": args.size, "epochs": args.epochs, "bits": args.bits, "device": args.device, "threads": args.threads,
             "feature_bytes": feature_bytes(args.size),
             "rows": [{**dataclasses.asdict(r), "peak_stage": r.peak_stage} for r in rows],
         }, indent=1))
-    return 0 if all(r.status == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":

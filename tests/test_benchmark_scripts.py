@@ -113,6 +113,22 @@ def test_scale_script_at_tiny_size_prints_stages_and_memory(tmp_path):
         assert r["peak_stage"] in [*stages, "after the last stage"]  # e.g. writing the result
     assert rows[0]["stages"]["teacher/epoch"] > 0 and rows[0]["stages"]["student/epoch"] is None
     assert rows[1]["stages"]["distill"] >= 0 and rows[1]["stages"]["student/epoch"] > 0
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("# djsrh:")]
+    assert len(progress) == 2 and all(": ok, peak " in line and "(load " in line for line in progress)
+
+
+def test_scale_writes_the_measurements_after_every_run(tmp_path):
+    import argparse
+
+    out = tmp_path / "scale.json"
+    args = argparse.Namespace(size=300, epochs=1, bits=32, device="cpu", threads=1)
+    first = scale.Measurement("djsrh", "features alone", "ok", peak_rss=2**30, stages={"load": 1.5})
+    scale.write_measurements(out, [first], args)
+    assert [r["pipeline"] for r in json.loads(out.read_text())["rows"]] == ["features alone"]
+    scale.write_measurements(out, [first, scale.Measurement("djsrh", "none + labels -> linear", "failed")], args)
+    data = json.loads(out.read_text())
+    assert [r["status"] for r in data["rows"]] == ["ok", "failed"] and data["size"] == 300
+    assert data["rows"][0]["stages"] == {"load": 1.5} and [p.name for p in tmp_path.iterdir()] == ["scale.json"]
 
 
 def test_scale_refuses_a_data_dir_inside_the_project(tmp_path):
