@@ -170,3 +170,12 @@ def test_gpu_check_on_demand_runs_hold_nothing_dense(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "nothing held dense (--on-demand)" in proc.stdout
     assert "| none + labels -> linear |" in proc.stdout and "| features + ukd -> linear |" in proc.stdout
+
+
+def test_knn_speed_prints_every_stage_at_tiny_size():
+    proc = subprocess.run([sys.executable, str(BENCH / "knn_speed.py"), "--size", "3000", "--dim", "8", "--repeat", "1"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "n = 3,000, K = 1,665," in proc.stdout
+    for stage in ("distill chunk", "products + keys", "kth_smallest", "among_k_smallest", "| block |", "| columns |"):
+        assert stage in proc.stdout
