@@ -322,6 +322,17 @@ def test_projection_from_blocks_equals_the_dense_update_where_s_has_low_rank(sym
     torch.testing.assert_close(kept(z), _dense_projection(s, z, 1.0), rtol=1e-9, atol=1e-9)
 
 
+def test_projection_of_a_kept_s_is_the_official_expression_exactly():
+    from cmhbench_plugins.students import dadh
+
+    g = torch.Generator().manual_seed(4)
+    s = (torch.rand(70, 70, generator=g) < 0.3).float()
+    z = torch.sign(torch.randn(70, 16, generator=g))
+    chol = torch.linalg.cholesky(s.T @ s + 0.5 * torch.eye(70))  # main.py:179-185, L = S
+    want = s @ torch.cholesky_solve(s.T @ z, chol)
+    assert torch.equal(dadh.label_projection(Supervision(s), None, 0.5, torch.float32, torch.device("cpu"), seed=0)(z), want)
+
+
 def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
     from cmhbench_plugins.students import dadh
 

@@ -393,7 +393,10 @@ def label_projection(supervision: Supervision, labels: Tensor | None, lamb: floa
         lab = supervision.dense()
     if lab is not None:
         lab = lab.to(device, dtype)
-        chol = torch.linalg.cholesky(lab.T @ lab + lamb * torch.eye(lab.shape[1], device=device, dtype=dtype))
+        gram = lab.T @ lab  # + lamb I on its diagonal in place: no (k, k) identity and sum beside it (k = n for L = S)
+        gram.diagonal().add_(lamb)
+        chol = torch.linalg.cholesky(gram)
+        del gram
         return lambda z: lab @ torch.cholesky_solve(lab.T @ z, chol)
     u, sigma = leading_singular_subspace(supervision, PROJECTION_RANK, dtype, device, seed)
     weight = (sigma**2 / (sigma**2 + lamb))[:, None]
