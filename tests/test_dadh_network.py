@@ -333,6 +333,27 @@ def test_projection_of_a_kept_s_is_the_official_expression_exactly():
     assert torch.equal(dadh.label_projection(Supervision(s), None, 0.5, torch.float32, torch.device("cpu"), seed=0)(z), want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_grams_are_factored_in_their_own_storage(monkeypatch, dtype):
+    from cmhbench_plugins.students import dadh
+
+    g = torch.Generator().manual_seed(5)
+    s = (torch.rand(90, 90, generator=g) < 0.3).to(dtype)
+    gram = s.T @ s
+    gram.diagonal().add_(1.0)
+    want = torch.linalg.cholesky(gram)
+    assert torch.equal(dadh.cholesky_lower(gram.clone()), want)  # small: torch's factor, bit for bit
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 0)  # every gram is "large": LAPACK in place
+    copy = gram.clone()
+    got = dadh.cholesky_lower(copy)
+    assert got.data_ptr() == copy.data_ptr()
+    scale = float(want.abs().max())  # small entries come from cancellations: compare at the factor's scale
+    torch.testing.assert_close(got, want, rtol=0, atol=(1e-5 if dtype == torch.float32 else 1e-13) * scale)
+    assert torch.equal(got, got.tril())
+    with pytest.raises(torch.linalg.LinAlgError, match="not positive definite"):
+        dadh.cholesky_lower(-gram.clone())
+
+
 def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
     from cmhbench_plugins.students import dadh
 

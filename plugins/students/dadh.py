@@ -395,12 +395,37 @@ def label_projection(supervision: Supervision, labels: Tensor | None, lamb: floa
         lab = lab.to(device, dtype)
         gram = lab.T @ lab  # + lamb I on its diagonal in place: no (k, k) identity and sum beside it (k = n for L = S)
         gram.diagonal().add_(lamb)
-        chol = torch.linalg.cholesky(gram)
+        chol = cholesky_lower(gram)
         del gram
         return lambda z: lab @ torch.cholesky_solve(lab.T @ z, chol)
     u, sigma = leading_singular_subspace(supervision, PROJECTION_RANK, dtype, device, seed)
     weight = (sigma**2 / (sigma**2 + lamb))[:, None]
     return lambda z: u @ (weight * (u.T @ z))
+
+
+def cholesky_lower(gram: Tensor) -> Tensor:
+    """The lower Cholesky factor ``C`` (``gram = C C^T``) of the symmetric positive definite ``(k, k)``
+    ``gram``: ``torch.linalg.cholesky`` (the factor of every committed row), except on the CPU where
+    ``gram`` takes more than :data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES` (k > 8,192 in float32:
+    ``L = S`` at 10,000 or more training pairs), where torch's factorisation holds a second k x k
+    array (measured: 139 MiB beside a 137 MiB gram) and LAPACK's ``potrf`` runs in ``gram``'s own
+    storage instead (SciPy's, on the column-major view of the symmetric matrix; 11 MiB beside it),
+    which is returned. Its factor equals torch's up to float rounding (another LAPACK build)."""
+    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64) \
+            or gram.numel() * gram.element_size() <= interfaces.DENSE_FLOOR_BYTES or not gram.is_contiguous():
+        return torch.linalg.cholesky(gram)
+    from scipy.linalg import lapack
+
+    import numpy as np
+
+    potrf = lapack.spotrf if gram.dtype == torch.float32 else lapack.dpotrf
+    column_major = gram.numpy().T  # the same matrix (symmetric), Fortran order: potrf works in place
+    upper, info = potrf(column_major, lower=0, overwrite_a=1, clean=1)
+    if info != 0:
+        raise torch.linalg.LinAlgError(f"cholesky: the leading minor of order {info} is not positive definite")
+    if not np.shares_memory(upper, column_major):
+        gram.copy_(torch.from_numpy(upper.T))
+    return gram  # row-major, the upper factor U of the column-major view is C = U^T, zeros above
 
 
 def global_mean_std(x: Tensor) -> tuple[float, float]:
