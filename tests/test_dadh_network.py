@@ -354,6 +354,19 @@ def test_large_grams_are_factored_in_their_own_storage(monkeypatch, dtype):
         dadh.cholesky_lower(-gram.clone())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cholesky_solve_by_triangular_solves_is_torchs_bit_for_bit(dtype):
+    from cmhbench_plugins.students import dadh
+
+    for n, seed in ((7, 0), (90, 1), (700, 2)):
+        g = torch.Generator().manual_seed(seed)
+        s = (torch.rand(n, n, generator=g) < 0.3).to(dtype)
+        for chol in (torch.linalg.cholesky(s.T @ s + torch.eye(n, dtype=dtype)),  # column-major, as torch returns it
+                     torch.linalg.cholesky(s.T @ s + torch.eye(n, dtype=dtype)).contiguous()):  # row-major (in place)
+            y = torch.randn(n, 16, generator=g, dtype=dtype)
+            assert torch.equal(dadh.cholesky_solve_lower(y, chol), torch.cholesky_solve(y, chol))
+
+
 def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
     from cmhbench_plugins.students import dadh
 
