@@ -244,3 +244,22 @@ def test_teacher_fusion_above_the_dense_cache_keeps_no_normalised_copy(monkeypat
         assert isinstance(lazy.operator.parts[0], NormalizedRows)
         torch.testing.assert_close(lazy.block(rows), dense.similarity[rows], rtol=0, atol=1e-6)
         torch.testing.assert_close(lazy.block(rows, cols), dense.similarity[rows][:, cols], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, seed", [(40, 0), (301, 1), (1200, 2)])
+def test_dense_threshold_is_the_kthvalue_of_the_flattened_matrix(n, seed, monkeypatch):
+    from cmhbench_plugins.strategies.sakdh import ReconstructedSimilarity
+
+    monkeypatch.setattr(interfaces, "CHUNK_ENTRIES", 7 * n)  # 7 rows per chunk of the selection
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randint(-2, 3, (n, 6), generator=g).float() / 3  # ties and exact zeros in S_R
+    uk = u @ torch.randn(6, 6, generator=g)
+    rec = ReconstructedSimilarity(uk, u)
+    flat = rec.reconstructed_dense()
+    flat.fill_diagonal_(float("-inf"))
+    off = n * (n - 1)
+    for k in (1, 2, n, off // 3, off // 2, off - 1, off):
+        want = torch.kthvalue(flat.flatten(), n * n - k + 1).values.item()  # the expression it replaced
+        assert rec.kth_largest_off_diagonal(k) == want, k
+    s_r = (uk @ u.T).clamp_(-1.0, 1.0)
+    assert torch.equal(rec.reconstructed_dense(), 0.5 * (s_r + s_r.T))
