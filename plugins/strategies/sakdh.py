@@ -178,8 +178,7 @@ class ReconstructedSimilarity(SimilarityOperator):
             # the k-th largest off-diagonal value (diagonal entries, -inf, rank last), selected over row
             # views of the one-piece matrix: kthvalue of the flattened matrix, the same value, held an
             # n^2 copy and an n^2 int64 index beside it (2.7 GB at 15,000 pairs)
-            step = max(1, interfaces.CHUNK_ENTRIES // max(1, n))
-            return kth_largest(lambda: (masked[s : s + step] for s in range(0, n, step)), k)
+            return kth_largest(lambda: (masked[int(rows[0]) : int(rows[-1]) + 1] for rows in row_chunks(n)), k)
 
         def chunks():
             for rows in row_chunks(n, device=self.device):
