@@ -81,12 +81,16 @@ the discrete update is ``soft_labels`` when present (with the ``labels`` strateg
 official ``L``, ``main.py:32``), otherwise the rows of the similarity, ``L = S`` (n x n; the update
 then projects ``B`` onto the span of S's columns, the same pseudo-labels as the ``ssah`` student).
 S is read by blocks only (``supervision.block``): the minibatch's ``S[idx][:, idx]`` for the triplet
-loss, and for the discrete update the dense matrix, kept by the strategy or built from its blocks
-(n <= 23,170); above, where ``S`` (n x n) cannot be held, the update uses ``L = S`` restricted to its leading
-``PROJECTION_RANK`` (256) singular subspace, found once per fit from row blocks
-(:func:`label_projection`). That is cmhbench's choice, not a departure from DADH, whose code only
-ever uses labels: exact where S has rank at most 256 (``labels``-like S of a few hundred classes),
-otherwise the update keeps S's 256 strongest directions.
+loss, and for the discrete update the dense matrix, kept by the strategy or built from its blocks,
+up to 8,192 training pairs (:data:`EXACT_UPDATE_BYTES`: S and the Cholesky factor of ``S^T S + lamb I``
+take at most 256 MiB each; Wiki, and the ``djsrh`` protocol's 5,000 pairs); above, the update uses
+``L = S`` restricted to its leading ``PROJECTION_RANK`` (256) singular subspace, found once per fit
+from row blocks (:func:`label_projection`). The exact update there would hold two more n x n
+matrices beside DADH's model (15,000 pairs: 860 MiB each, beside 2 GB of weights, gradients and
+Adam moments at width 8192), which took the ``ukd`` protocol's NUS-WIDE run to 2.27x its features.
+That is cmhbench's choice, not a departure from DADH, whose code only ever uses labels: exact
+where S has rank at most 256 (``labels``-like S of a few hundred classes), otherwise the update
+keeps S's 256 strongest directions. It never applies to Wiki's rows.
 
 Fidelity (``benchmarks/fidelity.md``, section DADH): started from the same weights, with the same
 minibatches and random draws, the official ``main.train`` and this plugin end a full epoch at width
@@ -340,23 +344,33 @@ def _relevance(labels: Tensor | None, supervision: Supervision, idx: Tensor, dty
     return rel, rel >= 0.5
 
 
-PROJECTION_RANK = 256  # rank of S's leading subspace in the discrete update when S is not held whole
-ROW_BLOCK_BYTES = 1 << 28  # S is read in row blocks of at most this many float32 bytes
+PROJECTION_RANK = 256  # rank of S's leading subspace in the discrete update above EXACT_UPDATE_BYTES
+EXACT_UPDATE_BYTES = 256 * 1024**2  # the largest float32 n x n S (n <= 8,192) whose discrete update is exact
+ROW_BLOCK_BYTES = 1 << 26  # S is read in row blocks of at most this many float32 bytes
+
+
+def _row_blocks(supervision: Supervision, device) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, S[rows])`` over consecutive row blocks of at most :data:`ROW_BLOCK_BYTES`, for reading
+    only: views of the S the supervision keeps (no copy), else blocks computed on demand."""
+    kept = supervision.kept_dense
+    for rows in row_chunks(supervision.n, device=device, entries=ROW_BLOCK_BYTES // 4):
+        span = slice(int(rows[0]), int(rows[-1]) + 1)
+        yield span, (supervision.block(rows) if kept is None else kept[span])
 
 
 def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S x`` for ``(n, r)`` ``x``, reading ``S`` by row blocks."""
     out = torch.empty_like(x)
-    for rows in row_chunks(supervision.n, device=x.device, entries=ROW_BLOCK_BYTES // 4):
-        out[rows] = supervision.block(rows).to(x) @ x
+    for rows, block in _row_blocks(supervision, x.device):
+        out[rows] = block.to(x) @ x
     return out
 
 
 def _st_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``."""
     out = torch.zeros_like(x)
-    for rows in row_chunks(supervision.n, device=x.device, entries=ROW_BLOCK_BYTES // 4):
-        out += supervision.block(rows).to(x).T @ x[rows]
+    for rows, block in _row_blocks(supervision, x.device):
+        out += block.to(x).T @ x[rows]
     return out
 
 
@@ -381,16 +395,16 @@ def leading_singular_subspace(supervision: Supervision, rank: int, dtype, device
 def label_projection(supervision: Supervision, labels: Tensor | None, lamb: float, dtype, device,
                      seed: int) -> Callable[[Tensor], Tensor]:
     """``Z -> L (L^T L + lamb I)^-1 L^T Z`` for ``(n, bits)`` ``Z``: the discrete update's ``L P``
-    (``main.py:179-185``). ``L`` is ``labels`` ``(n, k)`` when given, else the dense ``S``: the one the
-    supervision keeps, or, where it keeps none (a strategy whose cache is bounded by the data), built
-    here from its operator while it fits :data:`~cmhbench.interfaces.DENSE_CACHE_BYTES` (n <= 23,170),
-    so ``L`` does not depend on the strategy's cache rule (the same products as always); when ``S``
-    cannot be held whole, ``L = S`` restricted to its leading ``PROJECTION_RANK`` singular subspace,
-    ``U diag(sigma^2 / (sigma^2 + lamb)) U^T Z`` (:func:`leading_singular_subspace`; the exact map of
-    ``L = S`` where S has at most that rank)."""
-    lab = labels if labels is not None else supervision.kept_dense
-    if lab is None and dense_is_cached(supervision.n):
-        lab = supervision.dense()
+    (``main.py:179-185``). ``L`` is ``labels`` ``(n, k)`` when given, else the dense ``S`` while it
+    takes at most :data:`EXACT_UPDATE_BYTES` (n <= 8,192): the one the supervision keeps, or, where
+    it keeps none, built here from its operator, so ``L`` depends on n only, never on the strategy's
+    cache rule (the same products as always). Above, ``L = S`` restricted to its leading
+    ``PROJECTION_RANK`` singular subspace, ``U diag(sigma^2 / (sigma^2 + lamb)) U^T Z``
+    (:func:`leading_singular_subspace`; the exact map of ``L = S`` where S has at most that rank),
+    which holds ``(n, 272)`` matrices instead of S and an n x n factor beside it."""
+    lab = labels
+    if lab is None and dense_is_cached(supervision.n, EXACT_UPDATE_BYTES):
+        lab = supervision.kept_dense if supervision.kept_dense is not None else supervision.dense()
     if lab is not None:
         lab = lab.to(device, dtype)
         gram = lab.T @ lab  # + lamb I on its diagonal in place: no (k, k) identity and sum beside it (k = n for L = S)
@@ -407,7 +421,7 @@ def cholesky_lower(gram: Tensor) -> Tensor:
     """The lower Cholesky factor ``C`` (``gram = C C^T``) of the symmetric positive definite ``(k, k)``
     ``gram``: ``torch.linalg.cholesky`` (the factor of every committed row), except on the CPU where
     ``gram`` takes more than :data:`~cmhbench.interfaces.DENSE_FLOOR_BYTES` (k > 8,192 in float32:
-    ``L = S`` at 10,000 or more training pairs), where torch's factorisation holds a second k x k
+    soft labels of more than 8,192 columns, or ``L = S`` with :data:`EXACT_UPDATE_BYTES` raised), where torch's factorisation holds a second k x k
     array (measured: 139 MiB beside a 137 MiB gram) and LAPACK's ``potrf`` runs in ``gram``'s own
     storage instead (SciPy's, on the column-major view of the symmetric matrix; 11 MiB beside it),
     which is returned. Its factor equals torch's up to float rounding (another LAPACK build)."""
