@@ -190,6 +190,23 @@ def test_sakdh_teacher_fusion_blocks_on_demand_match_the_dense_matrix(monkeypatc
             assert torch.all((got_rows == dense.similarity[rows]) | near[rows])
 
 
+def test_sakdh_cache_is_bounded_by_the_data(monkeypatch):
+    image, text = _features(n=30, seed=7)  # 30 x 12 float32 features: 1,440 bytes, S: 3,600
+    train = PairedFeatures(torch.tensor(image, dtype=torch.float32), torch.tensor(text, dtype=torch.float32))
+    teacher = FusionTeacher(np.zeros((30, 4)), np.zeros((30, 4)))
+    kept = build("strategy", "sakdh", similar_fraction=0.1).distill(teacher, train)
+    assert kept.kept_dense is not None  # under the 256 MiB floor
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 0)  # now S takes more than the features
+    monkeypatch.setattr(interfaces, "CHUNK_ENTRIES", 4 * 30)  # the threshold from 4-row chunks on demand
+    bounded = build("strategy", "sakdh", similar_fraction=0.1).distill(teacher, train)
+    assert bounded.kept_dense is None
+    assert bounded.info["threshold"] == pytest.approx(kept.info["threshold"], abs=1e-6)
+    on_demand = bounded.block(torch.arange(30))
+    near = (kept.operator.reconstructed_dense() - kept.info["threshold"]).abs() < 1e-5
+    assert torch.all((on_demand == kept.kept_dense) | near)
+    assert bounded.mean() == pytest.approx(kept.mean(), abs=2 / 900)
+
+
 def test_sakdh_fusion_choice():
     image, text = _features()
     n = len(image)

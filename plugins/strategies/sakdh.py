@@ -77,10 +77,15 @@ What is kept, never the dense n x n matrix (136 GB at n = 184,477): the low-rank
 and ``U`` (float32, ``(n, 2 bits)`` each: 189 MB at n = 184,477 and 64 bits) and, in binary mode,
 the threshold ``t``; a block of ``S_R`` is ``(clamp(UK_rows U_cols^T) + clamp(UK_cols U_rows^T)^T) / 2``
 (:class:`ReconstructedSimilarity`). ``t`` is the exact ``similar_fraction``-quantile of the
-off-diagonal ``S_R``: where the dense matrix is kept (``Supervision``'s ``DENSE_CACHE_BYTES``, 2 GiB,
-n <= 23,170) from that matrix by ``kthvalue``, as always, so the handed-over matrix is exactly the
-one this strategy always built; above, by a radix selection over two chunked passes
-(:func:`cmhbench.neighbours.kth_largest`). Blocks computed on demand agree with the one-piece matrix
+off-diagonal ``S_R``: where the dense matrix is kept, from that matrix (the value ``kthvalue`` of
+the flattened matrix gives), so the handed-over matrix is exactly the one this strategy always
+built; above, by the same radix selection over chunked passes of blocks computed on demand
+(:func:`cmhbench.neighbours.kth_largest`), so that the threshold and the handed-over blocks come
+from the same products. The dense matrix is kept while it takes at most the larger of 256 MiB
+and the training features (:func:`~cmhbench.interfaces.data_relative_cache_bytes`, as ``ukd`` and
+``labels``): n <= 8,192 always (Wiki, the ``djsrh`` protocol); at 4096-d + 1000-d features up to
+about 10,200 pairs. Held whole at 15,000 pairs (the ``ukd`` protocol) it was 860 MiB beside the
+student, which took ``sakdh -> dadh`` over the 2x-features memory goal at NUS-WIDE size. Blocks computed on demand agree with the one-piece matrix
 to float32 rounding (a matrix product's rounding depends on its shape), so a pair whose ``S_R`` lies
 within rounding of ``t`` may read differently in two differently shaped blocks.
 """
@@ -96,7 +101,7 @@ from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision,
-                                 Teacher, check_dense_fits, dense_is_cached, row_chunks)
+                                 Teacher, check_dense_fits, data_relative_cache_bytes, dense_is_cached, row_chunks)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.neighbours import kth_largest
@@ -168,11 +173,12 @@ class ReconstructedSimilarity(SimilarityOperator):
         s.fill_diagonal_(1.0)
         return s
 
-    def kth_largest_off_diagonal(self, k: int) -> float:
-        """The exact k-th largest off-diagonal entry of ``S_R``: by ``kthvalue`` on the one-piece matrix
-        where a Supervision keeps it dense, else by :func:`kth_largest` over row chunks."""
+    def kth_largest_off_diagonal(self, k: int, cache_bytes: Optional[int] = None) -> float:
+        """The exact k-th largest off-diagonal entry of ``S_R``: from the one-piece matrix where a
+        Supervision with ``cache_bytes`` keeps it dense (:func:`~cmhbench.interfaces.dense_is_cached`),
+        else from row chunks computed on demand (:func:`kth_largest` over either)."""
         n = self.n
-        if dense_is_cached(n):
+        if dense_is_cached(n, cache_bytes):
             masked = self.reconstructed_dense()
             masked.fill_diagonal_(float("-inf"))
             # the k-th largest off-diagonal value (diagonal entries, -inf, rank last), selected over row
@@ -321,8 +327,9 @@ class SAKDHStrategy:
             source = self.fusion_source(teacher)
             reconstruction = self.teacher_fusion(teacher, train) if source == "teacher" else self.outputs_fusion(teacher, train)
             n = reconstruction.n
+            cache = data_relative_cache_bytes(train)
             if self.config.mode == "soft":
-                supervision = Supervision(reconstruction, info={"mode": "soft", "fusion": source})
+                supervision = Supervision(reconstruction, info={"mode": "soft", "fusion": source}, cache_bytes=cache)
                 supervision.info["mean_similarity"] = supervision.mean()
                 return supervision
             off = n * (n - 1)
@@ -330,9 +337,10 @@ class SAKDHStrategy:
                 return Supervision(similarity=torch.ones(n, n, device=reconstruction.device),
                                    info={"mode": "binary", "fusion": source, "similar_fraction": 1.0})
             k = min(off, max(1, round(self.config.similar_fraction * off)))
-            threshold = reconstruction.kth_largest_off_diagonal(k)
+            threshold = reconstruction.kth_largest_off_diagonal(k, cache)
             supervision = Supervision(reconstruction.with_threshold(threshold),
-                                      info={"mode": "binary", "fusion": source, "threshold": threshold})
+                                      info={"mode": "binary", "fusion": source, "threshold": threshold},
+                                      cache_bytes=cache)
             supervision.info["similar_fraction"] = supervision.mean()
         return supervision
 
