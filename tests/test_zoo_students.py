@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from cmhbench.interfaces import Supervision
@@ -24,6 +25,27 @@ def test_ssah_pairwise_loss_forms():
     sp = torch.log1p(torch.exp(theta))
     torch.testing.assert_close(pairwise_loss(s, theta, "nll"), (sp - s * theta).sum())
     torch.testing.assert_close(pairwise_loss(s, theta, "squared"), 0.5 * ((0.999 * s * theta - sp) ** 2).sum())
+
+
+@pytest.mark.parametrize("kind", ["nll", "squared"])
+def test_ssah_lean_pairwise_loss_equals_the_graph(kind, monkeypatch):
+    from cmhbench_plugins.students import ssah
+
+    g = torch.Generator().manual_seed(3)
+    a0 = torch.randn(12, 8, generator=g)
+    b = 2 * torch.randn(50, 8, generator=g)  # |theta| up to ~20: both softplus regimes
+    s = (torch.rand(12, 50, generator=g) < 0.3).float()
+    results = []
+    for lean_above in (10**9, 0):  # the graph, then the lean function (12 x 50 entries > 0)
+        monkeypatch.setattr(ssah, "LEAN_PAIRWISE_ENTRIES", lean_above)
+        monkeypatch.setattr(ssah, "LEAN_CHUNK_ENTRIES", 3 * 50)  # 3-row chunks
+        a = a0.clone().requires_grad_()
+        loss = 1.7 * ssah.pairwise_product_loss(s, a, b, kind)
+        loss.backward()
+        results.append((loss.detach(), a.grad))
+    assert torch.equal(results[0][0], 1.7 * ssah.pairwise_loss(s, 0.5 * a0 @ b.T, kind))  # the same expression
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-4 * float(results[0][1].abs().max()))
 
 
 def test_dadh_weighted_cosine_triplet_by_hand():
