@@ -190,6 +190,19 @@ def test_kept_dense_path_is_exactly_the_old_matrix(name):
 
 
 @pytest.mark.parametrize("name", CASES)
+def test_every_strategy_bounds_its_dense_cache_by_the_data(name, monkeypatch):
+    # the 40 x 40 float32 S (6,400 bytes) is under the 256 MiB floor; with no floor it takes more than
+    # the 40 x 5 float32 features (800 bytes) and no strategy keeps it: a student beside S held whole
+    # went over 2x the features at NUS-WIDE size (15,000 pairs, 860 MiB each)
+    monkeypatch.setattr(interfaces, "DENSE_FLOOR_BYTES", 0)
+    sup, (want, _), exact = case(name)
+    assert sup.kept_dense is None
+    got = sup.block(torch.arange(N))
+    if exact:
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_blocks_computed_on_demand_match_the_old_matrix(name, monkeypatch):
     monkeypatch.setattr(interfaces, "DENSE_CACHE_BYTES", 0)  # nothing kept dense: every block on demand
     sup, (want, info), exact = case(name)

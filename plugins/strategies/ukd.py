@@ -72,10 +72,11 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
   (int32, two spaces): 76 GB at the default share of n = 184,477. A dense float copy is kept for
   students only while it is also at most the size of the training features (or 256 MiB:
   :func:`~cmhbench.interfaces.data_relative_cache_bytes`): its blocks are exactly the bits, so
-  students read the same values either way (``dadh`` builds the dense ``L = S`` it needs itself).
+  students read the same values either way (``dadh``'s exact update, up to 8,192 pairs, builds the
+  dense ``L = S`` it needs itself).
 - ``sim``: the two ``(n, bits)`` unit-normalised output matrices (94 MB at 64 bits); a block is
-  ``(1 + (Z_I,rows Z_I,cols^T + Z_T,rows Z_T,cols^T) / 2) / 2``. Where the dense matrix is kept (see
-  :class:`~cmhbench.interfaces.Supervision`) it is computed in one product, as always; blocks
+  ``(1 + (Z_I,rows Z_I,cols^T + Z_T,rows Z_T,cols^T) / 2) / 2``. Where the dense matrix is kept (the
+  same data-relative bound; always at n <= 8,192) it is computed in one product, as always; blocks
   computed on demand agree with it to float32 rounding (a matrix product's rounding depends on
   its shape).
 """
@@ -178,7 +179,8 @@ class UKDStrategy:
         out_t = teacher.encode(train.text, Modality.TEXT).float()
         n = out_i.shape[0]
         if self.config.mode == "sim":
-            supervision = Supervision(CosineAgreement(out_i, out_t), info={"mode": "sim"})
+            supervision = Supervision(CosineAgreement(out_i, out_t), info={"mode": "sim"},
+                                      cache_bytes=data_relative_cache_bytes(train))
             supervision.info["mean_similarity"] = supervision.mean()
             return supervision
         k = neighbour_count(self.config, n)
