@@ -83,8 +83,8 @@ built; above, by the same radix selection over chunked passes of blocks computed
 (:func:`cmhbench.neighbours.kth_largest`), so that the threshold and the handed-over blocks come
 from the same products. The dense matrix is kept while it takes at most the larger of 256 MiB
 and the training features (:func:`~cmhbench.interfaces.data_relative_cache_bytes`, as ``ukd`` and
-``labels``): n <= 8,192 always (Wiki, the ``djsrh`` protocol); at 4096-d + 1000-d features up to
-about 10,200 pairs. Held whole at 15,000 pairs (the ``ukd`` protocol) it was 860 MiB beside the
+``labels``): n <= 8,192 (Wiki, the ``djsrh`` protocol) wherever the features have fewer than 8,192
+columns, as every dataset here. Held whole at 15,000 pairs (the ``ukd`` protocol) it was 860 MiB beside the
 student, which took ``sakdh -> dadh`` over the 2x-features memory goal at NUS-WIDE size. Blocks computed on demand agree with the one-piece matrix
 to float32 rounding (a matrix product's rounding depends on its shape), so a pair whose ``S_R`` lies
 within rounding of ``t`` may read differently in two differently shaped blocks.
