@@ -142,9 +142,17 @@ def row_chunks(n: int, device: Any = None, entries: Optional[int] = None) -> Ite
     """``arange`` index tensors (int64, on ``device``) covering rows ``0 .. n-1`` in order, each of at
     most ``max(1, entries // n)`` rows (``entries``: :data:`CHUNK_ENTRIES` when None), so that a row block
     of the n x n matrix stays small."""
-    step_rows = max(1, (CHUNK_ENTRIES if entries is None else entries) // max(1, n))
-    for start in range(0, n, step_rows):
-        yield torch.arange(start, min(n, start + step_rows), device=device)
+    for rows in row_slices(n, entries):
+        yield torch.arange(rows.start, rows.stop, device=device)
+
+
+def row_slices(n: int, entries: Optional[int] = None, width: Optional[int] = None) -> list[slice]:
+    """Consecutive row slices covering rows ``0 .. n-1`` in order, each of at most
+    ``max(1, entries // width)`` rows (``entries``: :data:`CHUNK_ENTRIES` when None; ``width``: the
+    rows' length, ``n`` when None, as for a row block of the n x n matrix): the chunks of
+    :func:`row_chunks`, as slices, for views of a matrix held whole."""
+    step_rows = max(1, (CHUNK_ENTRIES if entries is None else entries) // max(1, n if width is None else width))
+    return [slice(start, min(n, start + step_rows)) for start in range(0, n, step_rows)]
 
 
 def as_index(idx: Any, n: int, device: Any) -> Tensor:

@@ -101,7 +101,8 @@ from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
 from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, SimilarityOperator, Supervision,
-                                 Teacher, check_dense_fits, data_relative_cache_bytes, dense_is_cached, row_chunks)
+                                 Teacher, check_dense_fits, data_relative_cache_bytes, dense_is_cached, row_chunks,
+                                 row_slices)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 from cmhbench.neighbours import kth_largest
@@ -184,7 +185,7 @@ class ReconstructedSimilarity(SimilarityOperator):
             # the k-th largest off-diagonal value (diagonal entries, -inf, rank last), selected over row
             # views of the one-piece matrix: kthvalue of the flattened matrix, the same value, held an
             # n^2 copy and an n^2 int64 index beside it (2.7 GB at 15,000 pairs)
-            return kth_largest(lambda: (masked[int(rows[0]) : int(rows[-1]) + 1] for rows in row_chunks(n)), k)
+            return kth_largest(lambda: (masked[rows] for rows in row_slices(n)), k)
 
         def chunks():
             for rows in row_chunks(n, device=self.device):

@@ -152,7 +152,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from cmhbench import interfaces
 from cmhbench.config import hp
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached, row_chunks
+from cmhbench.interfaces import Modality, PairedFeatures, RunContext, Supervision, dense_is_cached, row_slices
 from cmhbench.lazy import autograd, F, nn, torch, torch_class
 from cmhbench.registry import MethodSpec
 from cmhbench.training import encode_in_batches, keep_freed_memory, minibatches, step
@@ -354,19 +354,18 @@ EXACT_UPDATE_BYTES = 256 * 1024**2  # the largest float32 n x n S (n <= 8,192) w
 ROW_BLOCK_BYTES = 1 << 26  # S is read in row blocks of at most this many float32 bytes
 
 
-def _row_blocks(supervision: Supervision, device) -> Iterator[tuple[slice, Tensor]]:
+def _row_blocks(supervision: Supervision) -> Iterator[tuple[slice, Tensor]]:
     """``(rows, S[rows])`` over consecutive row blocks of at most :data:`ROW_BLOCK_BYTES`, for reading
     only: views of the S the supervision keeps (no copy), else blocks computed on demand."""
     kept = supervision.kept_dense
-    for rows in row_chunks(supervision.n, device=device, entries=ROW_BLOCK_BYTES // 4):
-        span = slice(int(rows[0]), int(rows[-1]) + 1)
-        yield span, (supervision.block(rows) if kept is None else kept[span])
+    for rows in row_slices(supervision.n, ROW_BLOCK_BYTES // 4):
+        yield rows, (supervision.block(rows) if kept is None else kept[rows])
 
 
 def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S x`` for ``(n, r)`` ``x``, reading ``S`` by row blocks."""
     out = torch.empty_like(x)
-    for rows, block in _row_blocks(supervision, x.device):
+    for rows, block in _row_blocks(supervision):
         out[rows] = block.to(x) @ x
     return out
 
@@ -374,7 +373,7 @@ def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
 def _st_times(supervision: Supervision, x: Tensor) -> Tensor:
     """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``."""
     out = torch.zeros_like(x)
-    for rows, block in _row_blocks(supervision, x.device):
+    for rows, block in _row_blocks(supervision):
         out += block.to(x).T @ x[rows]
     return out
 

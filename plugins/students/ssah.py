@@ -441,13 +441,6 @@ def _pairwise_dtheta(s: Tensor, theta: Tensor, kind: str) -> Tensor:
     return residual.mul_(s_scaled.sub_(torch.sigmoid(theta)))
 
 
-def _theta_row_chunks(theta: Tensor) -> list[slice]:
-    """Consecutive row slices of ``theta`` ``(m, n)`` of about :data:`LEAN_CHUNK_ENTRIES` entries each."""
-    m, n = theta.shape
-    step = max(1, LEAN_CHUNK_ENTRIES // max(1, n))
-    return [slice(start, min(m, start + step)) for start in range(0, m, step)]
-
-
 @torch_class
 def _LeanPairwise():
     """The ``autograd.Function`` ``_LeanPairwise``, defined on first use (see :mod:`cmhbench.lazy`)."""
@@ -458,7 +451,7 @@ def _LeanPairwise():
         def forward(ctx, a, b, s, scale, kind):  # noqa: D102
             theta = (scale * a) @ b.T
             total = torch.zeros((), dtype=torch.float64, device=a.device)
-            for rows in _theta_row_chunks(theta):
+            for rows in interfaces.row_slices(theta.shape[0], LEAN_CHUNK_ENTRIES, theta.shape[1]):
                 total += _pairwise_sum(s[rows], theta[rows], kind)
             ctx.save_for_backward(theta, b, s)
             ctx.constants = (scale, kind)
@@ -469,7 +462,7 @@ def _LeanPairwise():
             theta, b, s = ctx.saved_tensors
             scale, kind = ctx.constants
             grad = torch.empty(theta.shape[0], b.shape[1], dtype=theta.dtype, device=theta.device)
-            for rows in _theta_row_chunks(theta):
+            for rows in interfaces.row_slices(theta.shape[0], LEAN_CHUNK_ENTRIES, theta.shape[1]):
                 grad[rows] = _pairwise_dtheta(s[rows], theta[rows], kind) @ b
             return grad.mul_(g * scale), None, None, None, None
 
