@@ -333,7 +333,8 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Recompute results that already exist."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Only list what would run: a summary line, then one line per run, marked `run`, or "
-        "`stored` when its result exists (it is skipped; with --force every run is `run`)."
+        "`stored` when its result exists (it is skipped; with --force every run is `run`), then each stored result "
+        "in the results folder that no run of the sweep names (`outside`: other settings or another sweep's)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -345,16 +346,18 @@ def sweep(
 
     from cmhbench.progress import PlainProgress, run_label, run_line
     from cmhbench.sweep import SweepExecutor, load_sweep
-    from cmhbench.sweep.execute import plan
+    from cmhbench.sweep.execute import plan, results_outside
     from cmhbench.runner import Runner
 
     registry = _registry()
     spec = load_sweep(grid, registry, results_dir=results, device=device)
     if dry_run:
-        todo = plan(spec, Runner(registry), force)
+        runner = Runner(registry)
+        todo = plan(spec, runner, force)
+        outside = results_outside(spec, runner)
         stdout.print(f"{spec.name}: {len(spec.runs)} runs, {len(todo.stored)} stored, {todo.todo} to run in "
-                     f"{len(todo.groups)} teacher groups, {len(todo.failures)} cannot start; results in {spec.results_dir}",
-                     highlight=False)
+                     f"{len(todo.groups)} teacher groups, {len(todo.failures)} cannot start, {len(outside)} stored "
+                     f"results outside the sweep; results in {spec.results_dir}", highlight=False)
         stored, to_run = set(todo.stored), {request for group in todo.groups for request in group}
         for request in spec.runs:
             if request in stored or request in to_run:
@@ -364,6 +367,8 @@ def sweep(
 
         for error, count in Counter(f"{o.request.dataset}: {o.error}" for o in todo.failures).items():
             stdout.print(f"  cannot start ({count} runs): {error}", highlight=False)
+        for path in outside:
+            stdout.print(f"  outside {path.relative_to(spec.results_dir)}", highlight=False, markup=False)
         return
     plain = not quiet and not stderr.is_terminal  # nohup, batch jobs: timestamped lines instead of a bar
     log = PlainProgress()

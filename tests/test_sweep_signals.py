@@ -24,7 +24,8 @@ from cmhbench.plugins import get_registry
 from cmhbench.progress import PlainProgress
 from cmhbench.results.store import ResultStore, load_result
 from cmhbench.sweep import SweepExecutor, load_sweep
-from cmhbench.sweep.execute import write_summary
+from cmhbench.runner import Runner
+from cmhbench.sweep.execute import results_outside, write_summary
 
 TESTS = Path(__file__).resolve().parent
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -317,12 +318,35 @@ def test_dry_run_lists_every_run_and_marks_the_stored_ones(tmp_path, test_plugin
     res = CliRunner().invoke(app, ["sweep", str(grid), "--dry-run"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0].startswith("quick: 3 runs, 1 stored, 2 to run in 2 teacher groups")
+    assert lines[0].startswith("quick: 3 runs, 1 stored, 2 to run in 2 teacher groups, 0 cannot start, 0 stored results "
+                               "outside the sweep")
     label = "tiny djsrh (teacher alone) 8 bits seed {} djsrh.epochs=2 djsrh.hidden=32"
     assert lines[1:] == [f"  stored {label.format(0)}", f"  run    {label.format(1)}", f"  run    {label.format(2)}"]
     forced = CliRunner().invoke(app, ["sweep", str(grid), "--dry-run", "--force"]).output.splitlines()
     assert forced[1:] == [f"  run    {label.format(seed)}" for seed in range(3)]
     assert len(list((tmp_path / "res" / ".sweeps" / "quick").glob("*.json"))) == 1  # the real run's: dry runs write none
+
+
+def test_dry_run_lists_stored_results_that_no_run_of_the_sweep_names(tmp_path, test_plugins):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QUICK_GRID.format(seeds="0, 1"))
+    SweepExecutor(get_registry()).run(load_sweep(grid, get_registry()))
+    stored = sorted((tmp_path / "res").rglob("*.json"))
+    stored = [p for p in stored if ".sweeps" not in p.parts]
+    assert len(stored) == 2
+    # the same runs at other settings: the two stored results are now rows of settings the sweep no longer has
+    grid.write_text(QUICK_GRID.format(seeds="0, 1").replace('"djsrh.hidden" = 32', '"djsrh.hidden" = 16'))
+    sweep = load_sweep(grid, get_registry())
+    assert results_outside(sweep, Runner(get_registry())) == stored
+    res = CliRunner().invoke(app, ["sweep", str(grid), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "0 stored, 2 to run in 2 teacher groups, 0 cannot start, 2 stored results outside the sweep" in lines[0]
+    assert lines[-2:] == [f"  outside {p.relative_to(tmp_path / 'res')}" for p in stored]
+    # back at the stored settings, nothing is outside; failure records (.error.json) never count
+    grid.write_text(QUICK_GRID.format(seeds="0"))
+    (stored[1].with_name(stored[1].stem + ".error.json")).write_text("{}")
+    assert results_outside(load_sweep(grid, get_registry()), Runner(get_registry())) == stored[1:]
 
 
 @pytest.mark.slow

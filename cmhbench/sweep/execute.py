@@ -235,6 +235,20 @@ def plan(sweep: Sweep, runner: Runner, force: bool) -> SweepPlan:
     return SweepPlan(list(groups.values()), stored, failures)
 
 
+def results_outside(sweep: Sweep, runner: Runner) -> list[Path]:
+    """Stored results under the sweep's results folder that no run of the sweep names (other settings,
+    another sweep's runs, or rows of settings since changed), in path order. Runs that cannot be planned
+    (a dataset that does not load) name nothing, so their stored results are listed too."""
+    store = ResultStore(sweep.results_dir)
+    named = set()
+    for request in sweep.runs:
+        try:
+            named.add(store.json_path(runner.key_for(request, request.bits[0])))
+        except CmhbenchError:
+            continue
+    return [path for path, _ in store.iter_results() if path not in named]
+
+
 def write_summary(results_dir: Path, name: str, summary: dict[str, Any], when: _dt.datetime) -> Path:
     """Keep ``summary`` as a new file ``<results>/.sweeps/<name>/<UTC time>.json`` (``_2``,
     ``_3``... after the time if that name is taken) and as the latest,
