@@ -367,7 +367,7 @@ def test_cholesky_solve_by_triangular_solves_is_torchs(dtype):
         y = torch.randn(n, 16, generator=g, dtype=dtype)
         assert torch.equal(dadh.cholesky_solve_lower(y, column_major), torch.cholesky_solve(y, column_major))
         # row-major, as cholesky_lower's in-place path leaves it: BLAS's transposed solves round as the CPU
-        # dictates (bit-equal on Intel, a few ulps apart on AMD EPYC with MKL), so equal to rounding here
+        # dictates (bit-equal on earlier machines, a few ulps apart on AMD EPYC with MKL), so equal to rounding here
         row_major = column_major.contiguous()
         want = torch.cholesky_solve(y, row_major)
         atol = (1e-5 if dtype == torch.float32 else 1e-13) * float(want.abs().max())

@@ -453,8 +453,9 @@ def cholesky_solve_lower(y: Tensor, chol: Tensor) -> Tensor:
     column-major factor (``torch.linalg.cholesky``'s, the one of every committed row) it equals
     ``torch.cholesky_solve`` bit for bit (tested). For a row-major factor (:func:`cholesky_lower`'s
     in-place path, k > 8,192) BLAS solves the transposed layout, whose rounding depends on the CPU:
-    bit-equal on the Intel machines of earlier stops, within 8e-7 (float32) and 3.4e-15 (float64) of
-    the solution's largest entry on an AMD EPYC with MKL 2024.2 at k = 700 (tested to 1e-5 and 1e-13)."""
+    bit-equal on the machines of earlier stops (this test held there), within 8e-7 (float32) and
+    3.4e-15 (float64) of the solution's largest entry on an AMD EPYC with MKL 2024.2 at k = 700
+    (tested to 1e-5 and 1e-13)."""
     return torch.linalg.solve_triangular(chol.T, torch.linalg.solve_triangular(chol, y, upper=False), upper=True)
 
 
