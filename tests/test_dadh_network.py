@@ -335,6 +335,12 @@ def test_projection_of_a_kept_s_is_the_official_expression_exactly():
     assert torch.equal(dadh.label_projection(Supervision(s), None, 0.5, torch.float32, torch.device("cpu"), seed=0)(z), want)
 
 
+def _assert_equal_to_rounding(got, want):
+    """``got`` equals ``want`` to 1e-5 (float32) or 1e-13 (float64) of ``want``'s largest entry."""
+    atol = (1e-5 if want.dtype == torch.float32 else 1e-13) * float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_large_grams_are_factored_in_their_own_storage(monkeypatch, dtype):
     from cmhbench_plugins.students import dadh
@@ -349,8 +355,7 @@ def test_large_grams_are_factored_in_their_own_storage(monkeypatch, dtype):
     copy = gram.clone()
     got = dadh.cholesky_lower(copy)
     assert got.data_ptr() == copy.data_ptr()
-    scale = float(want.abs().max())  # small entries come from cancellations: compare at the factor's scale
-    torch.testing.assert_close(got, want, rtol=0, atol=(1e-5 if dtype == torch.float32 else 1e-13) * scale)
+    _assert_equal_to_rounding(got, want)  # small entries come from cancellations: compare at the factor's scale
     assert torch.equal(got, got.tril())
     with pytest.raises(torch.linalg.LinAlgError, match="not positive definite"):
         dadh.cholesky_lower(-gram.clone())
@@ -369,9 +374,7 @@ def test_cholesky_solve_by_triangular_solves_is_torchs(dtype):
         # row-major, as cholesky_lower's in-place path leaves it: BLAS's transposed solves round as the CPU
         # dictates (bit-equal on earlier machines, a few ulps apart on AMD EPYC with MKL), so equal to rounding here
         row_major = column_major.contiguous()
-        want = torch.cholesky_solve(y, row_major)
-        atol = (1e-5 if dtype == torch.float32 else 1e-13) * float(want.abs().max())
-        torch.testing.assert_close(dadh.cholesky_solve_lower(y, row_major), want, rtol=0, atol=atol)
+        _assert_equal_to_rounding(dadh.cholesky_solve_lower(y, row_major), torch.cholesky_solve(y, row_major))
 
 
 def test_projection_keeps_the_leading_subspace_of_a_full_rank_s(monkeypatch):
