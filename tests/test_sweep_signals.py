@@ -25,7 +25,7 @@ from cmhbench.progress import PlainProgress
 from cmhbench.results.store import ResultStore, load_result
 from cmhbench.sweep import SweepExecutor, load_sweep
 from cmhbench.runner import Runner
-from cmhbench.sweep.execute import results_outside, write_summary
+from cmhbench.sweep.execute import _PoolTally, results_outside, write_summary
 
 TESTS = Path(__file__).resolve().parent
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -366,3 +366,29 @@ def test_pool_workers_write_results_and_failure_records_and_report_each_run(tmp_
     assert Counter(e.kind for e in events) == {"started": 2, "finished": 1, "failed": 1}
     assert {e.request.teacher for e in events if e.kind == "failed"} == {"raising"}
     assert counts[-1] == 2
+
+
+@pytest.mark.slow
+def test_an_interrupt_just_after_a_run_ended_in_a_worker_still_counts_that_run(tmp_path, test_plugins, monkeypatch):
+    """Ctrl-C can reach the driver after a worker has written a result and queued its end but before the
+    driver has read it (what failed CI once): the summary still counts the run that is on disk."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QUICK_GRID.format(seeds="0, 1, 2").replace('"djsrh.epochs" = 2', '"djsrh.epochs" = 150'))
+    root = tmp_path / "res"
+    drain, interrupts = _PoolTally.drain, []
+
+    def interrupted_before_reading_an_end(tally, events, timeout):
+        if interrupts:  # the drain after the interrupt
+            return drain(tally, events, timeout)
+        while not result_files(root):  # the driver reads nothing until a result is on disk...
+            time.sleep(0.01)
+        interrupts.append(time.sleep(0.5))  # ...and its end queued, when the interrupt comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_PoolTally, "drain", interrupted_before_reading_an_end)
+    report = SweepExecutor(get_registry(), jobs=2).run(load_sweep(grid, get_registry()))
+    assert interrupts and report.interrupted and not report.failed
+    on_disk = assert_complete(root)
+    assert 1 <= on_disk < 3 and report.done == on_disk
+    assert json.loads((root / ".sweeps" / "quick.json").read_text())["done"] == on_disk

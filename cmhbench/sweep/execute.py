@@ -428,6 +428,9 @@ class SweepExecutor:
         except BaseException:
             with _ctrl_c_ignored():
                 _terminate(pool)
+                # A run can end (result written, its end queued) just before the interrupt reaches the
+                # driver: count the ends the workers had queued, so the summary agrees with the disk.
+                tally.drain(events, timeout=0)
             raise
         finally:
             events.close()
