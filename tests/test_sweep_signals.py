@@ -25,6 +25,7 @@ from cmhbench.progress import PlainProgress
 from cmhbench.results.store import ResultStore, load_result
 from cmhbench.sweep import SweepExecutor, load_sweep
 from cmhbench.runner import Runner
+from cmhbench.sweep import execute
 from cmhbench.sweep.execute import _PoolTally, results_outside, write_summary
 
 TESTS = Path(__file__).resolve().parent
@@ -392,3 +393,25 @@ def test_an_interrupt_just_after_a_run_ended_in_a_worker_still_counts_that_run(t
     on_disk = assert_complete(root)
     assert 1 <= on_disk < 3 and report.done == on_disk
     assert json.loads((root / ".sweeps" / "quick.json").read_text())["done"] == on_disk
+
+
+def test_a_ctrl_c_while_a_run_is_written_is_held_until_the_run_is_counted(tmp_path, test_plugins, monkeypatch):
+    """Without a pool the driver writes each result: a Ctrl-C between the write and the count waits for
+    the count, then stops the sweep, so the summary never misses a result on disk."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(QUICK_GRID.format(seeds="0, 1"))
+    write = execute.write_outcome
+
+    def written_then_ctrl_c(store, outcome):
+        write(store, outcome)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(execute, "write_outcome", written_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, whatever pytest inherited
+    try:
+        report = SweepExecutor(get_registry()).run(load_sweep(grid, get_registry()))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert report.interrupted and not report.failed
+    assert report.done == 1 == assert_complete(tmp_path / "res")
+    assert json.loads((tmp_path / "res" / ".sweeps" / "quick.json").read_text())["done"] == 1

@@ -319,6 +319,7 @@ class SweepExecutor:
         self.on_event = on_event
         self.plain_progress = plain_progress
         self._ctrl_c = False
+        self._noting = False
 
     def run(self, sweep: Sweep, force: bool = False) -> SweepReport:
         """Execute every run not yet stored; returns the report (also kept under ``.sweeps/``).
@@ -357,8 +358,9 @@ class SweepExecutor:
         elif self.jobs == 1:
             for group in groups:
                 for outcome in iter_group(runner, group, on_start=lambda request: self._started(report, request)):
-                    write_outcome(store, outcome)
-                    self._count(report, outcome)
+                    with self._ctrl_c_deferred():
+                        write_outcome(store, outcome)
+                        self._count(report, outcome)
                     self.on_update(report, 0)
         else:
             self._run_pool(groups, store, report)
@@ -378,10 +380,30 @@ class SweepExecutor:
             raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGINT, noted)
+        self._noting = True
+        try:
+            yield
+        finally:
+            self._noting = False
+            signal.signal(signal.SIGINT, previous)
+
+    @contextmanager
+    def _ctrl_c_deferred(self) -> Iterator[None]:
+        """While a finished run is written and counted, a Ctrl-C is only noted (the sweep stops right
+        after), so that a result on disk is never missing from the summary's count."""
+        if not self._noting:
+            yield
+            return
+
+        def noted(signum: int, frame: Any) -> None:
+            self._ctrl_c = True
+
+        previous = signal.signal(signal.SIGINT, noted)
         try:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+        self._stop_if_interrupted()
 
     def _stop_if_interrupted(self) -> None:
         if self._ctrl_c:
@@ -466,9 +488,10 @@ class SweepExecutor:
                         outcomes = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - a task or worker that died
                         outcomes = [RunOutcome(r, None, error=f"ray task failed: {_error_line(exc)}") for r in group]
-                    for outcome in outcomes:
-                        write_outcome(store, outcome)
-                        self._count(report, outcome)
+                    with self._ctrl_c_deferred():
+                        for outcome in outcomes:
+                            write_outcome(store, outcome)
+                            self._count(report, outcome)
         finally:
             if started_here:
                 ray.shutdown()
