@@ -11,7 +11,8 @@
   ``<results>/.sweeps/<name>/<UTC time>.json``, and ``<results>/.sweeps/<name>.json`` is a copy
   of the latest.
 - Ctrl-C stops the sweep: workers are terminated, the summary is written (``"interrupted":
-  true``) and rerunning the same sweep resumes it. Worker processes also end when their driver
+  true``, counting every run whose end the driver was told of, so a result written just before
+  the Ctrl-C is counted) and rerunning the same sweep resumes it. Worker processes also end when their driver
   dies (``kill -9``), after writing nothing partial.
 - Engines: ``local`` (in this process, or ``jobs`` worker processes with the cores shared out)
   and ``ray`` (one Ray task per teacher group with its CPU/GPU request; ``address`` joins an
