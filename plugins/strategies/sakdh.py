@@ -55,13 +55,15 @@ The fusion of the teacher's outputs (``fusion = "outputs"``):
    ``similar_fraction`` of off-diagonal pairs with the largest ``S_R`` (one global threshold, so
    ``S`` stays symmetric), ``S_ij = 1[S_R_ij >= t]``; ``mode = "soft"`` hands
    ``(clamp(S_R, -1, 1) + 1) / 2`` in [0, 1]. The diagonal is 1 in both.
-   ``similar_fraction = 0.05`` is the same neutral label-free share that ``ukd`` defaults to;
-   a label-free method cannot know a dataset's share of label-relevant pairs.
+   ``similar_fraction = 0.05`` is a neutral label-free share (``ukd``'s K share before it took the
+   UKD paper's K = 10,000 of 18,015 pairs, which marks 80% of Wiki's pairs similar behind UKD's
+   teacher, ``benchmarks/fidelity.md``); a label-free method cannot know a dataset's share of
+   label-relevant pairs.
 
 For reference (training labels read only to report these numbers, never to choose a value):
 on ``wiki`` at 32 bits with a ``djsrh`` teacher, the default marks 5.0% of the training pairs
-similar, 46% of them share a label (base rate 10.7%; ``ukd``'s default: 12.4% similar, 35%
-precision); 2.6% of the items get no similar pair. ``similar_fraction`` 0.02 / 0.10 gives
+similar, 46% of them share a label (base rate 10.7%; ``ukd`` with that earlier K share of 0.05:
+12.4% similar, 35% precision); 2.6% of the items get no similar pair. ``similar_fraction`` 0.02 / 0.10 gives
 precision 0.54 / 0.39.
 
 Computation: ``S_F = U M U^T`` with ``U = [Z_I, Z_T]`` ``(n, 2 bits)`` and a small ``M``, so

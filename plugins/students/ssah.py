@@ -172,7 +172,7 @@ Departures of the label mode (``soft_labels`` given), and why:
 - ``without_labels = "rows"`` (LabNet reads rows of S) has no official counterpart; it uses the same
   networks and schedule, with n-dimensional label vectors.
 
-Before these settings (cmhbench up to 8bd2015) the label mode ran 3 epochs of 4 / 1 / 6 passes, ImgNet and
+Before these settings (cmhbench up to 7075d3e, the parent of 11b8039) the label mode ran 3 epochs of 4 / 1 / 6 passes, ImgNet and
 TxtNet at 3e-3, the NLL pairwise loss, z-scored inputs, ``d -> 1024 -> 512`` MLPs for images and text and
 ``k -> 512 -> 512`` for labels, no LRN, no multi-scale text stack, no early stopping, a separate PyTorch Adam
 per net, and the adversarial gradient into ImgNet / TxtNet, choices made on a training-split validation of
