@@ -384,7 +384,8 @@ def test_an_interrupt_just_after_a_run_ended_in_a_worker_still_counts_that_run(t
             return drain(tally, events, timeout)
         while not result_files(root):  # the driver reads nothing until a result is on disk...
             time.sleep(0.01)
-        interrupts.append(time.sleep(0.5))  # ...and its end queued, when the interrupt comes
+        time.sleep(0.5)  # ...and its end queued, when the interrupt comes
+        interrupts.append(True)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_PoolTally, "drain", interrupted_before_reading_an_end)

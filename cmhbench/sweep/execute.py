@@ -320,7 +320,7 @@ class SweepExecutor:
         self.on_event = on_event
         self.plain_progress = plain_progress
         self._ctrl_c = False
-        self._noting = False
+        self._holding = False
 
     def run(self, sweep: Sweep, force: bool = False) -> SweepReport:
         """Execute every run not yet stored; returns the report (also kept under ``.sweeps/``).
@@ -369,8 +369,9 @@ class SweepExecutor:
     @contextmanager
     def _noting_ctrl_c(self) -> Iterator[None]:
         """Note a Ctrl-C besides raising KeyboardInterrupt, so that the sweep still stops (at the
-        next run) if library code swallows the exception. Only where Ctrl-C interrupts at all:
-        the main thread, SIGINT not ignored (a background job of a script)."""
+        next run) if library code swallows the exception; while a run is being written
+        (:meth:`_ctrl_c_deferred`) only note it. Only where Ctrl-C interrupts at all: the main
+        thread, SIGINT not ignored (a background job of a script)."""
         main = threading.current_thread() is threading.main_thread()
         if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             yield
@@ -378,32 +379,24 @@ class SweepExecutor:
 
         def noted(signum: int, frame: Any) -> None:
             self._ctrl_c = True
-            raise KeyboardInterrupt
+            if not self._holding:
+                raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGINT, noted)
-        self._noting = True
         try:
             yield
         finally:
-            self._noting = False
             signal.signal(signal.SIGINT, previous)
 
     @contextmanager
     def _ctrl_c_deferred(self) -> Iterator[None]:
         """While a finished run is written and counted, a Ctrl-C is only noted (the sweep stops right
         after), so that a result on disk is never missing from the summary's count."""
-        if not self._noting:
-            yield
-            return
-
-        def noted(signum: int, frame: Any) -> None:
-            self._ctrl_c = True
-
-        previous = signal.signal(signal.SIGINT, noted)
+        self._holding = True
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            self._holding = False
         self._stop_if_interrupted()
 
     def _stop_if_interrupted(self) -> None:
