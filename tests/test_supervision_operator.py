@@ -579,3 +579,57 @@ def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_gr
         cols = torch.tensor([0, 12, 13, 5, 39])
         assert torch.equal(radii.columns(cols), union.float().T[cols]), k
         assert radii.count() == int(union.sum()), k
+
+
+def no_blocks(*args, **kwargs):
+    raise AssertionError("the mean read a block of S")
+
+
+def block_sum_mean(op: SimilarityOperator) -> float:
+    """The base class's mean: a float64 sum of every row block's float32 entries over ``n^2``."""
+    return SimilarityOperator.mean(op)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_mean_over_distinct_rows_is_the_block_sum(seed, monkeypatch):
+    labels = tied_labels(seed=seed)
+    labels[20:30] = labels[3]  # many items sharing one label row
+    from cmhbench_plugins.strategies.labels import LabelOverlap
+    op = LabelOverlap(labels)
+    want = block_sum_mean(op)
+    monkeypatch.setattr(op, "block", no_blocks)  # no pass over the n x n entries
+    assert op.mean() == want
+    monkeypatch.setattr(interfaces, "CHUNK_ENTRIES", 7)  # the distinct rows in several chunks
+    assert op.mean() == want
+    assert LabelOverlap(torch.zeros(0, 6)).mean() == 0.0
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32, 128])
+def test_graded_codes_mean_in_closed_form_is_the_block_sum_bit_for_bit(bits, monkeypatch):
+    from cmhbench_plugins.strategies.codes import CodeAffinity
+    g = torch.Generator().manual_seed(bits)
+    codes = [sign_codes(torch.randn(300, bits, generator=g)).float() for _ in range(2)]
+    codes[0][:40] = codes[0][0]  # duplicated codes: many affinities of exactly 1
+    op = CodeAffinity(codes)
+    want = block_sum_mean(op)
+    op.block = no_blocks  # no pass over the n x n entries
+    assert op.mean() == want
+    assert 0.5 < want < 1.0  # the duplicates pull it above the 0.5 of independent codes
+
+
+def test_graded_codes_mean_of_other_lengths_is_the_exact_mean():
+    from cmhbench_plugins.strategies.codes import CodeAffinity, hamming_affinity
+    g = torch.Generator().manual_seed(3)
+    codes = [sign_codes(torch.randn(200, 24, generator=g)).double() for _ in range(2)]
+    exact = float(hamming_affinity(codes).mean())  # float64 entries
+    op = CodeAffinity([c.float() for c in codes])
+    assert op.mean() == pytest.approx(exact, rel=1e-15)
+    assert op.mean() == pytest.approx(block_sum_mean(op), rel=1e-7)
+
+
+def test_binary_codes_mean_is_still_the_block_sum():
+    from cmhbench_plugins.strategies.codes import CodeAffinity
+    g = torch.Generator().manual_seed(4)
+    codes = [sign_codes(torch.randn(100, 16, generator=g)).float() for _ in range(2)]
+    op = CodeAffinity(codes, threshold=0.75)
+    assert op.mean() == block_sum_mean(op)

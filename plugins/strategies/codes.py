@@ -92,6 +92,20 @@ class CodeAffinity(SimilarityOperator):
         s = a if self.threshold is None else (a >= self.threshold).float()
         return fill_block_diagonal_(s, rows, cols)
 
+    def mean(self) -> float:
+        """The mean of all ``n^2`` entries. Graded: in closed form, as ``sum_ij <b_i, b_j> = ||sum_i b_i||^2``
+        per modality, ``(n^2 / 2 + (||1^T B_I||^2 + ||1^T B_T||^2) / (4 bits)) / n^2`` (integer sums in
+        float64, exact; every entry is already in [0, 1] with unit diagonal, so the clamp and the diagonal
+        change nothing): O(n bits) instead of the n^2 entries, which took 845 s at the ``ucch`` protocol's
+        184,477 NUS-WIDE pairs. For 2^k bits it is bit for bit the base class's block sum (float32 entries are
+        multiples of 2^-(k+2), summed exactly); for other lengths the exact value, where the block sum rounds
+        each entry. Binary: the base class's pass over row blocks."""
+        if self.threshold is not None or self.n == 0:
+            return super().mean()
+        bits = self.codes[0].shape[1]
+        squares = sum(float(c.double().sum(0).pow(2).sum()) for c in self.codes)
+        return (self.n * self.n / 2 + squares / (2 * len(self.codes) * bits)) / (self.n * self.n)
+
 
 class CodesStrategy:
     """Builds ``S`` from the teacher's own sign codes of the training pairs."""

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from cmhbench.hookspecs import hookimpl
-from cmhbench.interfaces import PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, data_relative_cache_bytes
+from cmhbench.interfaces import (PairedFeatures, RunContext, SimilarityOperator, Supervision, Teacher, data_relative_cache_bytes,
+                                 row_chunks)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
 
@@ -57,6 +58,21 @@ class LabelOverlap(SimilarityOperator):
         """``(len(rows), len(cols) or n)`` float32 0/1: ``L[rows] L[cols]^T > 0``."""
         other = self.labels if cols is None else self.labels[cols]
         return (self.labels[rows] @ other.T > 0).float()
+
+    def mean(self) -> float:
+        """The mean of all ``n^2`` entries, exactly the base class's block sum, computed over the distinct label
+        rows: with ``U`` distinct rows ``u`` held by ``c_u`` items, ``sum_uv c_u c_v 1[u . v > 0] / n^2``
+        (``U x U`` products instead of ``n x n``; at most 2^10 for NUS-WIDE's 10 concepts). The counts are
+        integers summed in float64, exact below 2^53 pairs."""
+        if self.n == 0:
+            return 0.0
+        distinct, counts = torch.unique(self.labels, dim=0, return_counts=True)
+        counts = counts.double()
+        total = 0.0
+        for rows in row_chunks(len(distinct), device=distinct.device):
+            overlap = (distinct[rows] @ distinct.T > 0).double()
+            total += float(counts[rows] @ (overlap @ counts))
+        return total / (self.n * self.n)
 
 
 class LabelSimilarity:
