@@ -536,6 +536,14 @@ def kth_largest(chunks: Callable[[], Iterator[Tensor]], k: int) -> float:
     passes (``chunks`` is called twice and must yield the same values), without holding them: a
     radix selection on the values' order-preserving int32 keys, the upper 16 bits in the first
     pass, the lower 16 among the values that share the selected upper bits in the second. No NaN."""
+    return kth_largest_and_count(chunks, k)[0]
+
+
+def kth_largest_and_count(chunks: Callable[[], Iterator[Tensor]], k: int) -> tuple[float, Optional[int]]:
+    """:func:`kth_largest`'s value ``t`` and, from the same two passes, how many of the values are ``>= t``
+    (float comparison: ``k`` plus the ties of ``t`` ranked after it), so that a caller thresholding at
+    ``t`` needs no third pass to count. The count is None only where the keys' order and ``>=`` part:
+    ``t`` is ``+0.0`` (then ``-0.0`` values, below it in key order, compare equal to it)."""
     def keys(x: Tensor) -> Tensor:
         i = x.float().contiguous().view(torch.int32).flatten()
         return i ^ ((i >> 31) & 0x7FFFFFFF)  # signed order = float order (-0.0 just below +0.0)
@@ -557,4 +565,6 @@ def kth_largest(chunks: Callable[[], Iterator[Tensor]], k: int) -> float:
     lo = int(torch.nonzero(above_lo >= rank).max())
     key = (hi - 32768) * 65536 + lo
     bits = key if key >= 0 else key ^ 0x7FFFFFFF  # back to the float's int32 bit pattern
-    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
+    value = float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
+    at_least = k - rank + int(above_lo[lo])  # the keys above the bucket hi, then those in it from lo up
+    return value, (None if key == 0 else at_least)

@@ -4,6 +4,7 @@ students trained through blocks against the dense path, and the checks a Supervi
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ from cmhbench.evaluation.codes import sign_codes
 from cmhbench.interfaces import Modality, PairedFeatures, SimilarityOperator, Supervision
 from cmhbench.plugins import get_registry
 from cmhbench.runner import RunRequest, Runner
-from cmhbench.neighbours import knn_mask, knn_orders, knn_row_bits, knn_union_bits, kth_largest, pack_bits, symmetrise_bits_, unpack_bits
+from cmhbench.neighbours import knn_mask, knn_orders, knn_row_bits, knn_union_bits, kth_largest, kth_largest_and_count, pack_bits, symmetrise_bits_, unpack_bits
 from cmhbench.training import l2_normalize
 from method_helpers import build, paired
 from plugins_for_tests import load_tiny
@@ -241,6 +242,9 @@ def test_sakdh_binary_threshold_over_many_chunks_is_exact_for_the_values_it_saw(
     agree = sup.block(torch.arange(N)) == want
     s_r = op.reconstructed_dense()
     assert torch.all(agree | ((s_r - info["threshold"]).abs() < 1e-6))  # differ only within rounding of t
+    # the fraction comes from the selection's count, no third pass, and is the block sum bit for bit
+    assert op.off_diagonal_at_least is not None
+    assert sup.info["similar_fraction"] == SimilarityOperator.mean(op)
 
 
 def test_knn_helpers_reproduce_knn_mask_with_ties():
@@ -281,6 +285,30 @@ def test_kth_largest_is_exact_with_ties_signed_zeros_and_infinities():
     ordered = torch.sort(wide, descending=True).values
     for k in (1, 7, 2500, 4999, 5000):
         assert kth_largest(lambda: iter(wide.split(1000)), k) == ordered[k - 1].item(), k
+
+
+def test_kth_largest_counts_the_values_at_or_above_it_in_the_same_passes():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2000, generator=g).round(decimals=1)  # many ties
+    x[:5], x[5:9], x[9], x[10] = -0.0, 0.0, float("-inf"), -3e38
+    passes = []
+
+    def chunks():
+        passes.append(1)
+        return iter([x[:700], x[700:].reshape(65, 20)])
+
+    for k in (1, 2, 30, 999, 1000, 1500, 1990, 1999, 2000):
+        passes.clear()
+        value, at_least = kth_largest_and_count(chunks, k)
+        assert len(passes) == 2 and value == kth_largest(chunks, k)
+        if value == 0.0 and math.copysign(1.0, value) > 0:  # +0.0: -0.0 compares equal but keys below it
+            assert at_least is None
+        else:
+            assert at_least == int((x >= value).sum()) >= k, k
+    value, at_least = kth_largest_and_count(lambda: iter([torch.tensor([1.0, 0.0, -0.0, -1.0])]), 2)
+    assert (value, at_least) == (0.0, None)
+    value, at_least = kth_largest_and_count(lambda: iter([torch.tensor([1.0, 0.0, -0.0, -1.0])]), 3)
+    assert math.copysign(1.0, value) < 0 and at_least == 3
 
 
 # --- students: through blocks computed on demand == through the dense matrix ---

@@ -82,8 +82,9 @@ the threshold ``t``; a block of ``S_R`` is ``(clamp(UK_rows U_cols^T) + clamp(UK
 off-diagonal ``S_R``: where the dense matrix is kept, from that matrix (the value ``kthvalue`` of
 the flattened matrix gives), so the handed-over matrix is exactly the one this strategy always
 built; above, by the same radix selection over chunked passes of blocks computed on demand
-(:func:`cmhbench.neighbours.kth_largest`), so that the threshold and the handed-over blocks come
-from the same products. The dense matrix is kept while it takes at most the larger of 256 MiB
+(:func:`cmhbench.neighbours.kth_largest_and_count`), so that the threshold and the handed-over blocks come
+from the same products; its two passes also count the entries at or above ``t``, so the reported
+``similar_fraction`` needs no third pass. The dense matrix is kept while it takes at most the larger of 256 MiB
 and the training features (:func:`~cmhbench.interfaces.data_relative_cache_bytes`, as ``ukd`` and
 ``labels``): n <= 8,192 (Wiki, the ``djsrh`` protocol) wherever the features have fewer than 8,192
 columns, as every dataset here. Held whole at 15,000 pairs (the ``ukd`` protocol) it was 860 MiB beside the
@@ -107,7 +108,7 @@ from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, Similarit
                                  row_slices)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.neighbours import kth_largest
+from cmhbench.neighbours import kth_largest_and_count
 from cmhbench.training import NormalizedRows, blockwise_products, fill_block_diagonal_, l2_normalize, times_transposed
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class ReconstructedSimilarity(SimilarityOperator):
     None) or binary ``1[S_R >= threshold]``, unit diagonal. ``uk``, ``u``: ``(n, 2 bits)`` float32."""
 
     symmetric = True
+    off_diagonal_at_least: Optional[int] = None  # binary mode: off-diagonal entries >= threshold, where counted
 
     def __init__(self, uk: Tensor, u: Tensor, threshold: Optional[float] = None) -> None:
         self.uk, self.u = uk, u
@@ -143,11 +145,23 @@ class ReconstructedSimilarity(SimilarityOperator):
     def device(self) -> torch.device:
         return self.u.device
 
-    def with_threshold(self, threshold: float) -> "ReconstructedSimilarity":
-        """The same ``S_R`` (the same factor tensors, not copied) handed over in binary mode at ``threshold``."""
+    def with_threshold(self, threshold: float, off_diagonal_at_least: Optional[int] = None) -> "ReconstructedSimilarity":
+        """The same ``S_R`` (the same factor tensors, not copied) handed over in binary mode at ``threshold``;
+        ``off_diagonal_at_least``, where known (:meth:`kth_largest_off_diagonal_and_count`), is the number of
+        off-diagonal entries ``>= threshold``, which :meth:`mean` then reads instead of a pass over ``S``."""
         handed = copy.copy(self)
         handed.threshold = threshold
+        handed.off_diagonal_at_least = off_diagonal_at_least
         return handed
+
+    def mean(self) -> float:
+        """The mean of all ``n^2`` entries: in binary mode with the count of the threshold's selection,
+        ``(that count + n) / n^2`` (the diagonal is 1), the base class's block sum bit for bit, as the
+        selection read the same row blocks; else that block sum (a pass over the ``n^2`` entries, a third
+        of ``sakdh``'s distill at 184,477 pairs)."""
+        if self.threshold is None or self.off_diagonal_at_least is None:
+            return super().mean()
+        return (self.off_diagonal_at_least + self.n) / (self.n * self.n)
 
     def reconstructed_block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
         """``(len(rows), len(cols) or n)`` float32 block of the symmetrised ``S_R`` (in [-1, 1])."""
@@ -177,9 +191,15 @@ class ReconstructedSimilarity(SimilarityOperator):
         return s
 
     def kth_largest_off_diagonal(self, k: int, cache_bytes: Optional[int] = None) -> float:
-        """The exact k-th largest off-diagonal entry of ``S_R``: from the one-piece matrix where a
-        Supervision with ``cache_bytes`` keeps it dense (:func:`~cmhbench.interfaces.dense_is_cached`),
-        else from row chunks computed on demand (:func:`kth_largest` over either)."""
+        """The exact k-th largest off-diagonal entry of ``S_R`` (:meth:`kth_largest_off_diagonal_and_count`)."""
+        return self.kth_largest_off_diagonal_and_count(k, cache_bytes)[0]
+
+    def kth_largest_off_diagonal_and_count(self, k: int, cache_bytes: Optional[int] = None) -> tuple[float, Optional[int]]:
+        """The exact k-th largest off-diagonal entry ``t`` of ``S_R`` and how many off-diagonal entries are
+        ``>= t``: from the one-piece matrix where a Supervision with ``cache_bytes`` keeps it dense
+        (:func:`~cmhbench.interfaces.dense_is_cached`; no count: that Supervision's mean reads the kept
+        matrix), else from row chunks computed on demand, the blocks :meth:`block` reads for the mean (the
+        count None where :func:`kth_largest_and_count` gives none)."""
         n = self.n
         if dense_is_cached(n, cache_bytes):
             masked = self.reconstructed_dense()
@@ -187,7 +207,7 @@ class ReconstructedSimilarity(SimilarityOperator):
             # the k-th largest off-diagonal value (diagonal entries, -inf, rank last), selected over row
             # views of the one-piece matrix: kthvalue of the flattened matrix, the same value, held an
             # n^2 copy and an n^2 int64 index beside it (2.7 GB at 15,000 pairs)
-            return kth_largest(lambda: (masked[rows] for rows in row_slices(n)), k)
+            return kth_largest_and_count(lambda: (masked[rows] for rows in row_slices(n)), k)[0], None
 
         def chunks():
             for rows in row_chunks(n, device=self.device):
@@ -195,7 +215,7 @@ class ReconstructedSimilarity(SimilarityOperator):
                 values[torch.arange(len(rows), device=self.device), rows] = float("-inf")
                 yield values
 
-        return kth_largest(chunks, k)
+        return kth_largest_and_count(chunks, k)
 
 
 def _symmetrised(s_r: Tensor) -> Tensor:
@@ -340,8 +360,8 @@ class SAKDHStrategy:
                 return Supervision(similarity=torch.ones(n, n, device=reconstruction.device),
                                    info={"mode": "binary", "fusion": source, "similar_fraction": 1.0})
             k = min(off, max(1, round(self.config.similar_fraction * off)))
-            threshold = reconstruction.kth_largest_off_diagonal(k, cache)
-            supervision = Supervision(reconstruction.with_threshold(threshold),
+            threshold, at_least = reconstruction.kth_largest_off_diagonal_and_count(k, cache)
+            supervision = Supervision(reconstruction.with_threshold(threshold, at_least),
                                       info={"mode": "binary", "fusion": source, "threshold": threshold},
                                       cache_bytes=cache)
             supervision.info["similar_fraction"] = supervision.mean()
