@@ -661,3 +661,36 @@ def test_binary_codes_mean_is_still_the_block_sum():
     codes = [sign_codes(torch.randn(100, 16, generator=g)).float() for _ in range(2)]
     op = CodeAffinity(codes, threshold=0.75)
     assert op.mean() == block_sum_mean(op)
+
+
+@pytest.mark.parametrize("bits", [1, 8, 16, 32, 64, 128, 24])
+def test_fused_hamming_affinity_is_the_old_expression(bits):
+    from cmhbench_plugins.strategies.codes import hamming_affinity
+    g = torch.Generator().manual_seed(bits)
+    codes = [sign_codes(torch.randn(50, bits, generator=g)).float() for _ in range(2)]
+    codes[1][3] = codes[1][2]
+    cols = [c[torch.tensor([7, 3, 3, 0])] for c in codes]
+    for others in (None, cols):
+        ref = others if others is not None else codes
+        old = ((1.0 + sum(c @ o.T / bits for c, o in zip(codes, ref)) / 2) / 2.0).clamp(0.0, 1.0)
+        new = hamming_affinity(codes, others)
+        assert new.min() >= 0.0 and new.max() <= 1.0
+        if bits & (bits - 1) == 0:  # 2^k bits: every step exact, bit for bit
+            assert torch.equal(new, old)
+        else:
+            torch.testing.assert_close(new, old, rtol=0, atol=2e-7)
+    one = [torch.ones(2, bits), -torch.ones(2, bits)]
+    assert torch.equal(hamming_affinity(one, [-one[0], -one[1]]), torch.zeros(2, 2))  # the extremes exactly
+    assert torch.equal(hamming_affinity(one), torch.ones(2, 2))
+
+
+def test_label_blocks_compared_in_place_are_the_old_float_mask():
+    from cmhbench_plugins.strategies.labels import LabelOverlap
+    labels = tied_labels()
+    labels[4] = torch.tensor([0.5, 0.0, 2.0, 0.0, 0.0, 0.0])  # not only 0/1: still 1[overlap > 0]
+    op = LabelOverlap(labels)
+    for rows, cols in index_sets():
+        other = labels if cols is None else labels[cols]
+        got = op.block(rows, cols)
+        assert got.dtype == torch.float32
+        assert torch.equal(got.view(torch.int32), (labels[rows] @ other.T > 0).float().view(torch.int32))  # bit patterns
