@@ -70,11 +70,10 @@ class LabelOverlap(SimilarityOperator):
         if self.n == 0:
             return 0.0
         distinct, counts = torch.unique(self.labels, dim=0, return_counts=True)
-        counts = counts.double()
+        counts, overlap = counts.double(), LabelOverlap(distinct)
         total = 0.0
         for rows in row_chunks(len(distinct), device=distinct.device):
-            overlap = (distinct[rows] @ distinct.T > 0).double()
-            total += float(counts[rows] @ (overlap @ counts))
+            total += float(counts[rows] @ (overlap.block(rows).double() @ counts))
         return total / (self.n * self.n)
 
 

@@ -108,7 +108,7 @@ from cmhbench.interfaces import (Modality, PairedFeatures, RunContext, Similarit
                                  row_slices)
 from cmhbench.lazy import torch
 from cmhbench.registry import MethodSpec
-from cmhbench.neighbours import kth_largest_and_count
+from cmhbench.neighbours import kth_largest, kth_largest_and_count
 from cmhbench.training import NormalizedRows, blockwise_products, fill_block_diagonal_, l2_normalize, times_transposed
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class ReconstructedSimilarity(SimilarityOperator):
             # the k-th largest off-diagonal value (diagonal entries, -inf, rank last), selected over row
             # views of the one-piece matrix: kthvalue of the flattened matrix, the same value, held an
             # n^2 copy and an n^2 int64 index beside it (2.7 GB at 15,000 pairs)
-            return kth_largest_and_count(lambda: (masked[rows] for rows in row_slices(n)), k)[0], None
+            return kth_largest(lambda: (masked[rows] for rows in row_slices(n)), k), None
 
         def chunks():
             for rows in row_chunks(n, device=self.device):
