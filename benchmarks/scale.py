@@ -42,7 +42,13 @@ Measured per run:
 - stage times from the result's ``timings`` (``teacher_fit_s`` and ``student_fit_s`` divided by
   the epochs where the method has an ``epochs`` field, else the whole fit; ``distill_s``,
   ``encode_s``, ``evaluate_s``) and ``load_s`` (the runner's ``Runner.load_data``: reading,
-  checking and splitting the files; for results without one, the child's own timing of it).
+  checking and splitting the files; for results without one, the child's own timing of it);
+- ``teacher setup`` and ``student setup``: the seconds from the start of that fit to the first
+  step of the first loop it tracks with ``ctx.progress`` (every method with an ``epochs`` field
+  tracks its epoch loop), i.e. the work done once per fit before the first epoch, such as DADH's
+  leading subspace of S under an on-demand supervision (:class:`SetupClock`); "—" for a fit that
+  tracks no loop. It is part of the fit, so ``X/epoch`` includes it (``fit / epochs``, as in every
+  earlier table): the epochs alone take ``X/epoch * E - setup``.
 
     python benchmarks/scale.py --data-dir /scratch/nus-scale                      # full size, everything
     python benchmarks/scale.py --data-dir /tmp/nus --size 20000 --protocols djsrh \\
@@ -62,9 +68,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -260,20 +267,61 @@ def _status_bytes(key: str) -> Optional[int]:
     return None
 
 
+class SetupClock:
+    """The seconds from the start of a teacher's or student's fit to the first step of the first loop
+    that fit tracks with its ``ctx.progress``: what the method does once per fit before its first
+    epoch. ``setup`` maps ``"teacher"`` / ``"student"`` to those seconds; a fit that tracks no loop
+    gets no entry. ``clock`` gives seconds (``time.perf_counter``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.setup: dict[str, float] = {}
+        self._fit: Optional[tuple[str, float]] = None
+
+    @contextmanager
+    def fit(self, kind: str) -> Iterator[None]:
+        """Time the fit of the ``kind`` method run inside this context."""
+        self._fit = (kind, self.clock())
+        try:
+            yield
+        finally:
+            self._fit = None
+
+    def progress(self, inner: Any) -> Any:
+        """A progress that reports through ``inner`` and notes the first step of every tracked loop."""
+        clock = self
+
+        class TimedProgress:
+            def track(self, iterable, total, description):
+                for step, item in enumerate(inner.track(iterable, total, description)):
+                    if step == 0:
+                        clock._first_step()
+                    yield item
+
+        return TimedProgress()
+
+    def _first_step(self) -> None:
+        if self._fit is not None and self._fit[0] not in self.setup:
+            kind, started = self._fit
+            self.setup[kind] = self.clock() - started
+
+
 def child(argv: list[str]) -> None:
     """Run ``cmhbench`` with ``argv`` and write, to the file named by ``$CMHBENCH_SCALE_PROBE``, the
-    time of the dataset load (``Runner.load_data``), the resident memory before it, and the peak
+    time of the dataset load (``Runner.load_data``), the resident memory before it, the peak
     resident memory (``VmHWM``) at the end of each stage (load, copies to the device, fit, distill,
-    encode, evaluate), so that the stage where the peak is reached can be named."""
-    from contextlib import contextmanager
-
+    encode, evaluate), so that the stage where the peak is reached can be named, and the teacher's
+    and student's setup seconds (:class:`SetupClock`)."""
     import cmhbench.runner as runner_mod
+    from cmhbench.interfaces import NullProgress, RunContext
 
     probe = Path(os.environ[PROBE_ENV])
     state: dict = {"marks": []}
+    clock = SetupClock()
 
     def mark(stage: str) -> None:
         state["marks"].append([stage, _status_bytes("VmHWM")])
+        state["setup"] = clock.setup
         probe.write_text(json.dumps(state))
 
     load_data, to_device, guard = runner_mod.Runner.load_data, runner_mod._to_device, runner_mod.plugin_guard
@@ -298,11 +346,16 @@ def child(argv: list[str]) -> None:
 
     @contextmanager
     def marked_guard(spec, stage):
-        with guard(spec, stage):
+        timed = clock.fit(spec.kind) if stage == "fit" else nullcontext()
+        with timed, guard(spec, stage):
             yield
         mark(f"{spec.kind} {stage}")
 
+    def timed_context(*args, progress=None, **kwargs):
+        return RunContext(*args, progress=clock.progress(NullProgress() if progress is None else progress), **kwargs)
+
     runner_mod.Runner.load_data = timed_load
+    runner_mod.RunContext = timed_context
     runner_mod._to_device = marked("copies to device", to_device)
     runner_mod.plugin_guard = marked_guard
     runner_mod._encode = marked("encode", encode)
@@ -355,6 +408,8 @@ def run_pipeline(spec: PipelineSpec, protocol: str, data_dir: Path, epochs: int,
         m.baseline_rss, m.load_peak_rss = p.get("rss_before_load"), p.get("peak_after_load")
         m.stages["load"] = p.get("load_s")
         m.marks = p.get("marks", [])
+        setup = p.get("setup", {})
+        m.stages.update({"teacher setup": setup.get("teacher"), "student setup": setup.get("student")})
     record: dict = {}
     if proc.returncode != 0:
         lines = [ln for ln in (err_path.read_text() + out_path.read_text()).splitlines() if ln.strip()]
@@ -382,7 +437,7 @@ def run_pipeline(spec: PipelineSpec, protocol: str, data_dir: Path, epochs: int,
 
 # ---------------------------------------------------------------------------------------- table
 
-STAGES = ("load", "teacher/epoch", "distill", "student/epoch", "encode", "evaluate")
+STAGES = ("load", "teacher setup", "teacher/epoch", "distill", "student setup", "student/epoch", "encode", "evaluate")
 
 
 def _mib(value: Optional[int]) -> str:

@@ -113,8 +113,32 @@ def test_scale_script_at_tiny_size_prints_stages_and_memory(tmp_path):
         assert r["peak_stage"] in [*stages, "after the last stage"]  # e.g. writing the result
     assert rows[0]["stages"]["teacher/epoch"] > 0 and rows[0]["stages"]["student/epoch"] is None
     assert rows[1]["stages"]["distill"] >= 0 and rows[1]["stages"]["student/epoch"] > 0
+    # the features teacher tracks no epoch loop; linear (DCMH's loop) starts its one epoch within its fit
+    assert [r["stages"]["teacher setup"] for r in rows] == [None, None] and rows[0]["stages"]["student setup"] is None
+    assert 0 <= rows[1]["stages"]["student setup"] < rows[1]["stages"]["student/epoch"]
     progress = [line for line in proc.stderr.splitlines() if line.startswith("# djsrh:")]
     assert len(progress) == 2 and all(": ok, peak " in line and "(load " in line for line in progress)
+
+
+def test_setup_clock_times_a_fit_up_to_its_first_tracked_step():
+    from cmhbench.interfaces import NullProgress
+
+    now = [0.0]
+    clock = scale.SetupClock(lambda: now[0])
+    progress = clock.progress(NullProgress())
+    assert list(progress.track(range(2), 2, "outside a fit")) == [0, 1] and clock.setup == {}
+    with clock.fit("teacher"):
+        now[0] = 5.0  # a fit that tracks no loop gets no entry
+    with clock.fit("student"):
+        now[0] = 12.5  # the work before the first epoch
+        steps = []
+        for epoch in progress.track(range(3), 3, "epochs"):
+            now[0] += 100.0
+            steps.append(epoch)
+        for _ in progress.track(range(2), 2, "a later loop"):  # only the first loop's start counts
+            now[0] += 1.0
+    assert steps == [0, 1, 2] and clock.setup == {"student": 7.5}
+    assert list(progress.track(iter("ab"), None, "after the fit")) == ["a", "b"] and clock.setup == {"student": 7.5}
 
 
 def test_scale_writes_the_measurements_after_every_run(tmp_path):
