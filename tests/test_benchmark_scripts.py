@@ -203,3 +203,20 @@ def test_knn_speed_prints_every_stage_at_tiny_size():
     assert "n = 3,000, K = 1,665," in proc.stdout
     for stage in ("distill chunk", "products + keys", "kth_smallest", "among_k_smallest", "| block |", "| columns |"):
         assert stage in proc.stdout
+
+
+def test_subspace_speed_prints_every_strategy_and_restores_dadhs_blocks(capsys):
+    import importlib
+
+    dadh = importlib.import_module("cmhbench_plugins.students.dadh")
+    every_block = dadh._row_blocks
+    assert _load("subspace_speed").main(["--size", "3000", "--blocks", "2", "--repeat", "1"]) == 0
+    assert dadh._row_blocks is every_block  # the first-blocks window is undone
+    out = capsys.readouterr().out
+    # 64 MiB row blocks of a 3,000-column S would hold 5,592 rows: one block of all 3,000 a pass
+    assert "n = 3,000, x (3,000, 272), row blocks of 3000 rows (1 a pass, 1 timed)" in out
+    rows = {line.split("|")[1].strip(): [float(v.replace(",", "")) for v in line.split("|")[2:6]]
+            for line in out.splitlines() if line.startswith("| sakdh") or line.startswith("| codes")}
+    assert set(rows) == {"sakdh", "codes"}
+    for block_ms, s_x, st_x, subspace in rows.values():
+        assert block_ms > 0 and s_x > 0 and st_x > 0 and abs(subspace - 3 * (s_x + st_x)) < 0.2

@@ -371,10 +371,13 @@ def _s_times(supervision: Supervision, x: Tensor) -> Tensor:
 
 
 def _st_times(supervision: Supervision, x: Tensor) -> Tensor:
-    """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``."""
+    """``S^T x`` for ``(n, r)`` ``x``: the sum over row blocks of ``S[rows]^T x[rows]``, each added
+    into the result in place (``addmm_``), without an ``(n, r)`` product beside it per block (at
+    184,477 pairs and r = 272, a fresh 200 MB array for every 90 rows; ``benchmarks/subspace_speed.py``
+    times the passes)."""
     out = torch.zeros_like(x)
     for rows, block in _row_blocks(supervision):
-        out += block.to(x).T @ x[rows]
+        out.addmm_(block.to(x).T, x[rows])
     return out
 
 
