@@ -280,3 +280,23 @@ def test_dense_threshold_is_the_kthvalue_of_the_flattened_matrix(n, seed, monkey
         assert rec.kth_largest_off_diagonal(k) == want, k
     s_r = (uk @ u.T).clamp_(-1.0, 1.0)
     assert torch.equal(rec.reconstructed_dense(), 0.5 * (s_r + s_r.T))
+
+
+def test_blocks_are_finished_in_place_with_the_out_of_place_values():
+    from cmhbench.training import fill_block_diagonal_
+    from cmhbench_plugins.strategies.codes import CodeAffinity, hamming_affinity
+    from cmhbench_plugins.strategies.sakdh import ReconstructedSimilarity
+
+    g = torch.Generator().manual_seed(8)
+    u = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=1)
+    rec = ReconstructedSimilarity(u @ (torch.eye(8) + 0.5 * torch.randn(8, 8, generator=g)), u)
+    rows, cols = torch.arange(10, 30), torch.arange(5, 45, 3)
+    for c in (None, cols):
+        s_r = rec.reconstructed_block(rows, c)
+        assert torch.equal(rec.block(rows, c), fill_block_diagonal_((s_r + 1.0) / 2.0, rows, c))
+        threshold = float(s_r.median())
+        assert torch.equal(rec.with_threshold(threshold).block(rows, c),
+                           fill_block_diagonal_((s_r >= threshold).float(), rows, c))
+    codes = [torch.randn(50, 16, generator=g).sign() for _ in range(2)]
+    a = hamming_affinity([x[rows] for x in codes], codes)
+    assert torch.equal(CodeAffinity(codes, 0.6).block(rows), fill_block_diagonal_((a >= 0.6).float(), rows))

@@ -99,7 +99,7 @@ class CodeAffinity(SimilarityOperator):
         """``(len(rows), len(cols) or n)`` float32 entries in [0, 1]."""
         others = self.codes if cols is None else [c[cols] for c in self.codes]
         a = hamming_affinity([c[rows] for c in self.codes], others)
-        s = a if self.threshold is None else (a >= self.threshold).float()
+        s = a if self.threshold is None else a.copy_(a >= self.threshold)  # in a's storage: no second block
         return fill_block_diagonal_(s, rows, cols)
 
     def mean(self) -> float:
