@@ -179,7 +179,8 @@ class ReconstructedSimilarity(SimilarityOperator):
     def _finish(self, s_r: Tensor) -> Tensor:
         """The handed-over entries from a fresh ``s_r`` block, in its own storage: the same values as
         ``(s_r + 1) / 2`` and ``(s_r >= threshold).float()``, without a second block-sized array (at
-        184,477 pairs a 90-row block is 66 MB; on one such block, one thread: 77 -> 21 ms soft, 70 -> 42 ms binary)."""
+        184,477 pairs a 90-row block is 66 MB; on one such block, one thread: 77 -> 21 ms soft,
+        70 -> 42 ms binary)."""
         return s_r.add_(1.0).div_(2.0) if self.threshold is None else s_r.copy_(s_r >= self.threshold)
 
     def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
