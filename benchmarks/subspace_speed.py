@@ -44,6 +44,11 @@ def best_seconds(call: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def seconds(value: float) -> str:
+    """``value`` seconds with three significant decimals below 10 s, one above."""
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:,.1f}"
+
+
 def on_demand_similarity(strategy: str, n: int, bits: int, seed: int):
     """The operator ``strategy`` hands over for ``n`` pairs, from random ``(n, bits)`` teacher outputs."""
     import torch
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             block_s = best_seconds(lambda: supervision.block(first), args.repeat)
             s_x = best_seconds(lambda: dadh._s_times(supervision, x), args.repeat) * per_pass / timed
             st_x = best_seconds(lambda: dadh._st_times(supervision, x), args.repeat) * per_pass / timed
-            print(f"| {strategy} | {1000 * block_s:,.1f} | {s_x:,.1f} | {st_x:,.1f} | {3 * (s_x + st_x):,.1f} |", flush=True)
+            cells = [f"{1000 * block_s:,.1f}", *(seconds(v) for v in (s_x, st_x, 3 * (s_x + st_x)))]
+            print(f"| {strategy} | " + " | ".join(cells) + " |", flush=True)
     finally:
         dadh._row_blocks = every_block
     return 0

@@ -215,9 +215,16 @@ def test_subspace_speed_prints_every_strategy_and_restores_dadhs_blocks(capsys):
     out = capsys.readouterr().out
     # 64 MiB row blocks of a 3,000-column S would hold 5,592 rows: one block of all 3,000 a pass
     assert "n = 3,000, x (3,000, 272), row blocks of 3000 rows (1 a pass, 1 timed)" in out
-    rows = {line.split("|")[1].strip(): [float(v.replace(",", "")) for v in line.split("|")[2:6]]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:6]]
             for line in out.splitlines() if line.startswith("| sakdh") or line.startswith("| codes")}
     assert set(rows) == {"sakdh", "codes"}
-    for block_ms, s_x, st_x, subspace in rows.values():
-        # subspace = 3 (S x + S^T x) of the unrounded seconds; each printed figure is rounded to 0.05 s
-        assert block_ms > 0 and s_x > 0 and st_x > 0 and abs(subspace - 3 * (s_x + st_x)) <= 3 * 0.1 + 0.05 + 1e-9
+
+    def half_unit(cell):  # the rounding of a printed figure: half a unit of its last decimal
+        return 0.5 * 10.0 ** -len(cell.partition(".")[2])
+
+    for cells in rows.values():
+        block_ms, s_x, st_x, subspace = (float(c.replace(",", "")) for c in cells)
+        assert block_ms > 0 and s_x > 0 and st_x > 0
+        # subspace = 3 (S x + S^T x) of the unrounded seconds, each printed figure rounded on its own
+        tolerance = 3 * (half_unit(cells[1]) + half_unit(cells[2])) + half_unit(cells[3]) + 1e-9
+        assert abs(subspace - 3 * (s_x + st_x)) <= tolerance
