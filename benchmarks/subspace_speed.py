@@ -45,7 +45,7 @@ def best_seconds(call: Callable[[], object], repeat: int) -> float:
 
 
 def seconds(value: float) -> str:
-    """``value`` seconds with three significant decimals below 10 s, one above."""
+    """``value`` seconds as ``scale.py`` prints them: 3 decimals below 1 s, 2 below 10 s, 1 above."""
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:,.1f}"
 
 
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, per_pass = blocks[0].stop, len(blocks)
     timed = min(args.blocks, per_pass)
     x = torch.randn(n, width, generator=torch.Generator().manual_seed(1))
+    first = torch.arange(rows)
     every_block = dadh._row_blocks
     print(f"n = {n:,}, x ({n:,}, {width}), row blocks of {rows} rows ({per_pass:,} a pass, {timed} timed), "
           f"{args.threads} thread(s), process CPU seconds, best of {args.repeat}\n")
@@ -99,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         dadh._row_blocks = lambda supervision: itertools.islice(every_block(supervision), timed)
         for strategy in args.strategies:
             supervision = Supervision(on_demand_similarity(strategy, n, args.bits, seed=0), cache_bytes=0)
-            first = torch.arange(rows)
             block_s = best_seconds(lambda: supervision.block(first), args.repeat)
             s_x = best_seconds(lambda: dadh._s_times(supervision, x), args.repeat) * per_pass / timed
             st_x = best_seconds(lambda: dadh._st_times(supervision, x), args.repeat) * per_pass / timed
