@@ -45,7 +45,8 @@ def best_seconds(call: Callable[[], object], repeat: int) -> float:
 
 
 def seconds(value: float) -> str:
-    """``value`` seconds as ``scale.py`` prints them: 3 decimals below 1 s, 2 below 10 s, 1 above."""
+    """``value`` seconds with the decimals of ``scale.py``'s ``_sec`` (3 below 1 s, 2 below 10 s, 1 above),
+    plus thousands separators, which ``_sec`` does not print."""
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:,.1f}"
 
 
