@@ -9,7 +9,10 @@ On random teacher outputs (``tanh`` of Gaussians, two spaces of ``--dim`` column
   (keys of both spaces, their k-th selection with ties, the union mask): the build costs n / 64 of these;
 - ``products``, ``products + keys``, ``kth_smallest``, ``among_k_smallest``: its parts, for one space;
 - ``block`` (a 128-row minibatch against all n, what a student reads per step) and ``columns``
-  (the same for ``M^T``, ``dcmh``'s text step): a student epoch costs n / 128 of each it reads.
+  (the same for ``M^T``, ``dcmh``'s text step): a student epoch costs n / 128 of each it reads;
+- ``range-finder block``: the row block ``dadh``'s leading subspace reads (``ROW_BLOCK_BYTES`` of float32,
+  90 rows at full size): each of its six passes over S reads n / rows of them, plus a product with
+  an ``(n, 272)`` matrix per block that this script does not time (``benchmarks/subspace_speed.py`` does).
 
 Reads need the radii of every row; here those of the first 512 rows are repeated down the rows (the
 cost of a read does not depend on which radius a row has, except for rows with ties at the k-th key).
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cmhbench import neighbours as nb
+    from cmhbench_plugins.students.dadh import ROW_BLOCK_BYTES
 
     torch.set_num_threads(args.threads)
     n, k = args.size, max(1, round(args.k_share * args.size))
@@ -75,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     repeat_rows = lambda t: t.repeat(n // len(known) + 1)[:n]  # noqa: E731
     operator = nb.KnnRadiusSimilarity.__new__(nb.KnnRadiusSimilarity)  # radii filled in below, not built
     operator.n, operator.k, operator.metric, operator._floor = n, k, "euclidean", 0.0
+    operator._buffers = nb.Buffers()
     operator.spaces = [(z, sq, *map(repeat_rows, r)) for (z, sq), r in zip(prepared, radii)]
     batch = every[:128]
+    finder_rows = every[: max(1, ROW_BLOCK_BYTES // 4 // n)]
 
     rows = [
         ("distill chunk", f"{len(chunk)} rows x 2 spaces", median_ms(distill_chunk, args.repeat), n / len(chunk)),
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         ("  among_k_smallest", f"{len(chunk)} rows, 1 space", median_ms(lambda: nb.among_k_smallest(keys, *kth), args.repeat), None),
         ("block", "128 rows x 2 spaces", median_ms(lambda: operator.block(batch), args.repeat), n / 128),
         ("columns", "128 columns x 2 spaces", median_ms(lambda: operator.columns(batch), args.repeat), n / 128),
+        ("range-finder block", f"{len(finder_rows)} rows x 2 spaces", median_ms(lambda: operator.block(finder_rows), args.repeat),
+         n / len(finder_rows)),
     ]
     print(f"n = {n:,}, K = {k:,}, 2 spaces of {args.dim} float32 columns, {args.threads} thread(s); "
           f"process CPU ms, median of {args.repeat}")

@@ -75,20 +75,49 @@ def _keys_of(products: Tensor, sq_rows: Tensor, sq_cols: Tensor, metric: str, cl
 KEY_TILE = 8  # rows of every key product behind the kNN bits and radii: a multiple of any GEMM kernel's row tile
 
 
-def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str, clamp: bool = True) -> Tensor:
+def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str, clamp: bool = True,
+                buffers: Optional[Buffers] = None) -> Tensor:
     """``(len(rows), n)`` keys of ``rows`` against every row, from one product of whole
     :data:`KEY_TILE`-row tiles (the last one padded with its first row). A float64 key's rounding
     depends on the shape of the product it comes from (measured: the same row against a subset of
     the columns, or in a product of 1 or 7 rows, sums in another order), not on the other rows of
-    whole tiles against all n rows: so a key has the same bits whichever block asks for it."""
-    return _keys_of(_tiled_products(z, rows), sq[rows], sq, metric, clamp)
+    whole tiles against all n rows: so a key has the same bits whichever block asks for it.
+    ``buffers``: the product is written into its ``"keys"`` array (:func:`_tiled_products`)."""
+    return _keys_of(_tiled_products(z, rows, buffers), sq[rows], sq, metric, clamp)
 
 
-def _tiled_products(z: Tensor, rows: Tensor) -> Tensor:
-    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles."""
+def _tiled_products(z: Tensor, rows: Tensor, buffers: Optional[Buffers] = None) -> Tensor:
+    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles.
+    With ``buffers`` the product is written into its reused ``"keys"`` array (the same product, so the
+    same bits) and a view of it is returned, valid until the next use of that array."""
     pad = -len(rows) % KEY_TILE
     tiled = rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
-    return (z[tiled] @ z.T)[: len(rows)]
+    if buffers is None:
+        return (z[tiled] @ z.T)[: len(rows)]
+    out = buffers.get("keys", len(tiled), z.shape[0], z.dtype, z.device)
+    return torch.mm(z[tiled], z.T, out=out)[: len(rows)]
+
+
+class Buffers:
+    """Named ``(rows, n)`` arrays reused from one block of rows to the next, each kept at the most rows
+    asked of it so far (a view of its first ``rows`` is handed out). A fresh array of that size is
+    mapped anew by the allocator at every block, and writing it costs page faults: at n = 184,477 a
+    ``(96, n)`` float64 product took 149 ms into a fresh array against 87 ms into a reused one (one
+    thread; ``benchmarks/knn_speed.py``). A view is valid until the next :meth:`get` of its name."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, Tensor] = {}
+
+    def get(self, name: str, rows: int, n: int, dtype, device) -> Tensor:
+        """A contiguous ``(rows, n)`` array of ``dtype`` on ``device``, its values left as they were."""
+        kept = self._arrays.get(name)
+        if kept is None or kept.shape[0] < rows or kept.shape[1] != n or kept.dtype != dtype or kept.device != device:
+            kept = self._arrays[name] = torch.empty(rows, n, dtype=dtype, device=device)
+        return kept[:rows]
+
+    def nbytes(self) -> int:
+        """The bytes of every array kept."""
+        return sum(a.numel() * a.element_size() for a in self._arrays.values())
 
 
 KEY_CHUNK_ROWS = 64  # rows of keys selected at a time by the kNN bits and radii (94 MB at n = 184,477)
@@ -222,14 +251,15 @@ def kth_smallest(keys: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def among_k_smallest(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Optional[Tensor] = None,
-                     floor: Optional[float] = None) -> Tensor:
+                     floor: Optional[float] = None, out: Optional[Tensor] = None) -> Tensor:
     """``(m, len(cols))`` bool: column j (index ``cols``; None: ``0 .. n-1``, the whole row) is among
     the row's k nearest given its :func:`kth_smallest` ``(radius, last, tied)``: ``key < radius``, or
     ``key == radius`` and ``j <= last``, or ``j = last`` (the k-th itself, whatever the rounding of a
     key recomputed in another product). In a row without ties at the k-th key that is ``key <=
     radius``. ``floor``: the clamp the keys skipped (``_keys_of(clamp=False)``: 0 for Euclidean keys);
-    tied rows compare their keys raised to it, and untied rows need no clamp against a radius >= floor."""
-    out = keys <= radius[:, None]
+    tied rows compare their keys raised to it, and untied rows need no clamp against a radius >= floor.
+    ``out``: a bool array of the result's shape to write it into (returned)."""
+    out = torch.le(keys, radius[:, None], out=out) if out is not None else keys <= radius[:, None]
     rows = tied.nonzero().flatten()
     if len(rows):
         sub, r = keys[rows], radius[rows, None]
@@ -244,11 +274,11 @@ def among_k_smallest(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, c
 
 
 def _among_k_smallest_by_column(keys: Tensor, radius: Tensor, last: Tensor, tied: Tensor, cols: Tensor,
-                                 floor: Optional[float] = None) -> Tensor:
+                                 floor: Optional[float] = None, out: Optional[Tensor] = None) -> Tensor:
     """:func:`among_k_smallest` of the keys ``keys.T``, in their ``(len(cols), n)`` layout: entry
     ``(q, i)`` says whether column ``cols[q]`` is among row i's k nearest, given row i's ``(radius,
-    last, tied)`` (each ``(n,)``)."""
-    out = keys <= radius[None, :]
+    last, tied)`` (each ``(n,)``). ``out``: a bool array of that shape to write the result into."""
+    out = torch.le(keys, radius[None, :], out=out) if out is not None else keys <= radius[None, :]
     rows = tied.nonzero().flatten()
     if len(rows):
         sub, r = keys[:, rows], radius[None, rows]
@@ -263,18 +293,23 @@ def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric
     """The one pass behind :func:`knn_row_bits` and :class:`KnnRadiusSimilarity`: per chunk of rows
     (:func:`_tile_chunk`), ``(rows, member, kth)`` with ``rows`` the int64 row indices, ``member``
     ``(len(rows), n)`` bool (j among the row's k nearest in some space of ``prepared``, the
-    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`kth_smallest`."""
+    :func:`_knn_space` pairs, or on the diagonal) and ``kth`` each space's :func:`kth_smallest`.
+    ``member`` is a view of an array reused by the next chunk: read it before asking for the next
+    (:class:`Buffers`: the keys and masks of every chunk are written into the same arrays)."""
     n = prepared[0][0].shape[0]
     every = torch.arange(n, device=prepared[0][0].device)
     step = _tile_chunk(chunk)
+    buffers = Buffers()
     for start in range(0, n, step):
         rows = every[start : start + step]
-        member = torch.zeros(len(rows), n, dtype=torch.bool, device=every.device)
+        member = buffers.get("member", len(rows), n, torch.bool, every.device)
         kth = []
-        for z, sq in prepared:
-            keys = _tiled_keys(z, sq, rows, metric)
+        for s, (z, sq) in enumerate(prepared):
+            keys = _tiled_keys(z, sq, rows, metric, buffers=buffers)
             kth.append(kth_smallest(keys, k))
-            member |= among_k_smallest(keys, *kth[-1])
+            among_k_smallest(keys, *kth[-1], out=member if s == 0 else buffers.get("space", len(rows), n, torch.bool, every.device))
+            if s:
+                member.logical_or_(buffers.get("space", len(rows), n, torch.bool, every.device))
             del keys
         yield rows, fill_block_diagonal_(member, rows, value=True), kth
 
@@ -473,6 +508,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
         self.k, self.metric = k, metric
         self._floor = 0.0 if metric == "euclidean" else None  # reads skip the keys' clamp (among_k_smallest)
         self.chunk = _tile_chunk(chunk)
+        self._buffers = Buffers()
         prepared = [_knn_space(features, metric) for features in spaces]
         device = prepared[0][0].device
         radii = [(torch.empty(self.n, dtype=torch.float64, device=device),
@@ -504,27 +540,31 @@ class KnnRadiusSimilarity(SimilarityOperator):
         from the products of ``cols``' own whole tiles against all n rows (one ``(cols, n, d)``
         product per space, never every row's), kept in that ``(cols, n)`` layout: entry ``(q, i)``
         is the key of row i against column ``cols[q]``, the same sums as :func:`_keys_of`'s."""
-        out = None
-        for z, sq, radius, last, tied in self.spaces:
-            keys = _tiled_products(z, cols)
+        out = self._buffers.get("member", len(cols), self.n, torch.bool, self.device)
+        for s, (z, sq, radius, last, tied) in enumerate(self.spaces):
+            keys = _tiled_products(z, cols, self._buffers)
             if self.metric == "cosine":
                 keys.neg_()
             else:  # (sq_i + (-2) p) + sq_j, as _keys_of; unclamped (the floor below)
                 torch.add(sq[None, :], keys, alpha=-2.0, out=keys).add_(sq[cols][:, None])
-            member = _among_k_smallest_by_column(keys, radius, last, tied, cols, self._floor)
+            member = out if s == 0 else self._buffers.get("space", len(cols), self.n, torch.bool, self.device)
+            _among_k_smallest_by_column(keys, radius, last, tied, cols, self._floor, out=member)
             del keys
-            out = member if out is None else out.logical_or_(member)
+            if s:
+                out.logical_or_(member)
         return fill_block_diagonal_(out, cols).float()
 
     @no_grad
     def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
         """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
-        out = None
-        for z, sq, radius, last, tied in self.spaces:
-            keys = _tiled_keys(z, sq, rows, self.metric, clamp=False)
-            member = among_k_smallest(keys, radius[rows], last[rows], tied[rows], floor=self._floor)
+        out = self._buffers.get("member", len(rows), self.n, torch.bool, self.device)
+        for s, (z, sq, radius, last, tied) in enumerate(self.spaces):
+            keys = _tiled_keys(z, sq, rows, self.metric, clamp=False, buffers=self._buffers)
+            member = out if s == 0 else self._buffers.get("space", len(rows), self.n, torch.bool, self.device)
+            among_k_smallest(keys, radius[rows], last[rows], tied[rows], floor=self._floor, out=member)
             del keys
-            out = member if out is None else out.logical_or_(member)
+            if s:
+                out.logical_or_(member)
         fill_block_diagonal_(out, rows)
         return (out if cols is None else out[:, cols]).float()
 
