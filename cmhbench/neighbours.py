@@ -487,7 +487,11 @@ class KnnRadiusSimilarity(SimilarityOperator):
     stable order puts ties at the lower index first, so j is among i's k nearest exactly when
     ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`kth_smallest`).
     That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
-    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space.
+    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space. Reads write their
+    keys and masks into arrays kept from one read to the next (:class:`Buffers`), about 10 bytes per
+    entry of the largest block read so far (float64 keys of whole tiles and two bool masks: 175 MB for
+    ``dadh``'s 90-row blocks at n = 184,477, 236 MB for 128 rows), which a fresh array per read would
+    allocate and fault in again every time.
 
     Row blocks are exact: every key, when the radii are found and when a block is read, comes from
     whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of

@@ -609,6 +609,45 @@ def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_gr
         assert radii.count() == int(union.sum()), k
 
 
+def test_knn_radii_reads_of_changing_sizes_through_reused_arrays_stay_exact():
+    """Reads of 16, then 40, then 8 rows (and columns) write their keys and masks into the same
+    arrays (:class:`Buffers`); each read still equals the bits, and a block handed out earlier is its
+    own array, unchanged by the reads after it."""
+    import cmhbench.neighbours as neighbours
+
+    image, text = tied_outputs()
+    k = 5
+    union = old_knn_mask(image, k) | old_knn_mask(text, k)
+    union.fill_diagonal_(True)
+    radii = neighbours.KnnRadiusSimilarity([image, text], k, chunk=8)
+    g = torch.Generator().manual_seed(9)
+    first = radii.block(torch.arange(16))
+    kept = first.clone()
+    for size in (40, 8, 3, 40, 17):
+        rows = torch.randperm(N, generator=g)[:size]
+        assert torch.equal(radii.block(rows), union.float()[rows]), size
+        assert torch.equal(radii.columns(rows), union.float().T[rows]), size
+        cols = torch.randperm(N, generator=g)[:7]
+        assert torch.equal(radii.block(rows, cols), union.float()[rows][:, cols]), size
+    assert torch.equal(first, kept)
+    held = radii._buffers.nbytes()
+    assert held == 40 * N * 8 + 2 * 40 * N  # float64 keys and two bool masks, at the most rows read (40: 5 tiles)
+
+
+def test_buffers_grow_to_the_most_rows_and_hand_out_views():
+    from cmhbench.neighbours import Buffers
+
+    buffers = Buffers()
+    a = buffers.get("keys", 4, 10, torch.float64, torch.device("cpu"))
+    assert a.shape == (4, 10) and a.is_contiguous()
+    b = buffers.get("keys", 2, 10, torch.float64, torch.device("cpu"))
+    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 10)  # a view of the same array
+    c = buffers.get("keys", 6, 10, torch.float64, torch.device("cpu"))
+    assert c.shape == (6, 10) and buffers.nbytes() == 6 * 10 * 8  # grown, the old array dropped
+    d = buffers.get("keys", 3, 10, torch.bool, torch.device("cpu"))
+    assert d.dtype == torch.bool and buffers.nbytes() == 3 * 10  # another dtype: a new array
+
+
 def no_blocks(*args, **kwargs):
     raise AssertionError("the mean read a block of S")
 
