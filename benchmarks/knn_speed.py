@@ -12,7 +12,9 @@ On random teacher outputs (``tanh`` of Gaussians, two spaces of ``--dim`` column
   (the same for ``M^T``, ``dcmh``'s text step): a student epoch costs n / 128 of each it reads;
 - ``range-finder block``: the row block ``dadh``'s leading subspace reads (``ROW_BLOCK_BYTES`` of float32,
   90 rows at full size): each of its six passes over S reads n / rows of them, plus a product with
-  an ``(n, 272)`` matrix per block that this script does not time (``benchmarks/subspace_speed.py`` does).
+  an ``(n, 272)`` matrix per block that this script does not time (``benchmarks/subspace_speed.py`` does);
+- ``  whole keys``: the same block read as before the panel reads (whole ``(rows, n)`` float64 keys per
+  space, then :func:`~cmhbench.neighbours.among_k_smallest` over them; reused arrays), the same entries.
 
 Reads need the radii of every row; here those of the first 512 rows are repeated down the rows (the
 cost of a read does not depend on which radius a row has, except for rows with ties at the k-th key).
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cmhbench import neighbours as nb
+    from cmhbench.training import fill_block_diagonal_
     from cmhbench_plugins.students.dadh import ROW_BLOCK_BYTES
 
     torch.set_num_threads(args.threads)
@@ -82,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     operator._buffers = nb.Buffers()
     operator.spaces = [(z, sq, *map(repeat_rows, r)) for (z, sq), r in zip(prepared, radii)]
     batch = every[:128]
+    buffers = nb.Buffers()
+
+    def whole_keys_block(rows):
+        member = buffers.get("member", len(rows), n, torch.bool, rows.device)
+        for s, (z, sq, radius, last, tied) in enumerate(operator.spaces):
+            keys = nb._tiled_keys(z, sq, rows, "euclidean", clamp=False, buffers=buffers)
+            into = member if s == 0 else buffers.get("space", len(rows), n, torch.bool, rows.device)
+            nb.among_k_smallest(keys, radius[rows], last[rows], tied[rows], floor=0.0, out=into)
+            if s:
+                member.logical_or_(into)
+        return fill_block_diagonal_(member, rows).float()
+
+    assert torch.equal(whole_keys_block(every[:40]), operator.block(every[:40]))
     finder_rows = every[: max(1, ROW_BLOCK_BYTES // 4 // n)]
 
     rows = [
@@ -93,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         ("block", "128 rows x 2 spaces", median_ms(lambda: operator.block(batch), args.repeat), n / 128),
         ("columns", "128 columns x 2 spaces", median_ms(lambda: operator.columns(batch), args.repeat), n / 128),
         ("range-finder block", f"{len(finder_rows)} rows x 2 spaces", median_ms(lambda: operator.block(finder_rows), args.repeat),
+         n / len(finder_rows)),
+        ("  whole keys", f"{len(finder_rows)} rows x 2 spaces", median_ms(lambda: whole_keys_block(finder_rows), args.repeat),
          n / len(finder_rows)),
     ]
     print(f"n = {n:,}, K = {k:,}, 2 spaces of {args.dim} float32 columns, {args.threads} thread(s); "

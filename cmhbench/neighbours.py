@@ -73,29 +73,40 @@ def _keys_of(products: Tensor, sq_rows: Tensor, sq_cols: Tensor, metric: str, cl
 
 
 KEY_TILE = 8  # rows of every key product behind the kNN bits and radii: a multiple of any GEMM kernel's row tile
+KEY_PANEL = 2048  # columns of every such product: panels at fixed offsets 0, 2048, ... (the last one shorter)
 
 
 def _tiled_keys(z: Tensor, sq: Tensor, rows: Tensor, metric: str, clamp: bool = True,
                 buffers: Optional[Buffers] = None) -> Tensor:
-    """``(len(rows), n)`` keys of ``rows`` against every row, from one product of whole
-    :data:`KEY_TILE`-row tiles (the last one padded with its first row). A float64 key's rounding
-    depends on the shape of the product it comes from (measured: the same row against a subset of
-    the columns, or in a product of 1 or 7 rows, sums in another order), not on the other rows of
-    whole tiles against all n rows: so a key has the same bits whichever block asks for it.
-    ``buffers``: the product is written into its ``"keys"`` array (:func:`_tiled_products`)."""
+    """``(len(rows), n)`` keys of ``rows`` against every row, from products of whole
+    :data:`KEY_TILE`-row tiles (the last one padded with its first row) with fixed panels of
+    :data:`KEY_PANEL` columns (:func:`_tiled_products`). A float64 key's rounding depends on the shape
+    of the product it comes from (measured: the same row against a subset of the columns, or in a
+    product of 1 or 7 rows, sums in another order), not on the other rows of whole tiles against
+    the same panel: so a key has the same bits whichever block asks for it.
+    ``buffers``: the product is written into its ``"keys"`` array."""
     return _keys_of(_tiled_products(z, rows, buffers), sq[rows], sq, metric, clamp)
 
 
-def _tiled_products(z: Tensor, rows: Tensor, buffers: Optional[Buffers] = None) -> Tensor:
-    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles.
-    With ``buffers`` the product is written into its reused ``"keys"`` array (the same product, so the
-    same bits) and a view of it is returned, valid until the next use of that array."""
+def _tiles(rows: Tensor) -> Tensor:
+    """``rows`` padded with its first index to whole :data:`KEY_TILE`-row tiles."""
     pad = -len(rows) % KEY_TILE
-    tiled = rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
-    if buffers is None:
-        return (z[tiled] @ z.T)[: len(rows)]
-    out = buffers.get("keys", len(tiled), z.shape[0], z.dtype, z.device)
-    return torch.mm(z[tiled], z.T, out=out)[: len(rows)]
+    return rows if pad == 0 else torch.cat([rows, rows[:1].expand(pad)])
+
+
+def _tiled_products(z: Tensor, rows: Tensor, buffers: Optional[Buffers] = None) -> Tensor:
+    """``(len(rows), n)`` inner products ``z[rows] @ z.T`` from whole :data:`KEY_TILE`-row tiles, one
+    product per :data:`KEY_PANEL`-column panel ``z[j : j + KEY_PANEL]`` (the shapes every key of
+    :class:`KnnRadiusSimilarity`'s reads comes from). With ``buffers`` the products are written into
+    its reused ``"keys"`` array and a view of it is returned, valid until the next use of that array."""
+    n = z.shape[0]
+    tiled = _tiles(rows)
+    a = z[tiled]
+    out = torch.empty(len(tiled), n, dtype=z.dtype, device=z.device) if buffers is None \
+        else buffers.get("keys", len(tiled), n, z.dtype, z.device)
+    for j in range(0, n, KEY_PANEL):
+        torch.mm(a, z[j : j + KEY_PANEL].T, out=out[:, j : j + KEY_PANEL])
+    return out[: len(rows)]
 
 
 class Buffers:
@@ -126,7 +137,7 @@ KEY_CHUNK_ROWS = 64  # rows of keys selected at a time by the kNN bits and radii
 def _tile_chunk(chunk: Optional[int]) -> int:
     """``chunk`` (None: :data:`KEY_CHUNK_ROWS`, the fastest measured: at n = 30,000 the radii took
     43 s with 64-row chunks, 53 s with 16 and 67 s with 136) rounded down to a multiple of
-    :data:`KEY_TILE` (at least one tile). The tiles make the keys, hence the bits, the same for any chunk."""
+    :data:`KEY_TILE` (at least one tile). The tiles and panels make the keys, hence the bits, the same for any chunk."""
     chunk = KEY_CHUNK_ROWS if chunk is None else chunk
     return max(KEY_TILE, chunk - chunk % KEY_TILE)
 
@@ -487,15 +498,16 @@ class KnnRadiusSimilarity(SimilarityOperator):
     stable order puts ties at the lower index first, so j is among i's k nearest exactly when
     ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`kth_smallest`).
     That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
-    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space. Reads write their
-    keys and masks into arrays kept from one read to the next (:class:`Buffers`), about 10 bytes per
-    entry of the largest block read so far (float64 keys of whole tiles and two bool masks: 175 MB for
-    ``dadh``'s 90-row blocks at n = 184,477, 236 MB for 128 rows), which a fresh array per read would
-    allocate and fault in again every time.
+    against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space, formed panel by
+    panel (:meth:`_members`). Reads write their masks into arrays kept from one read to the next
+    (:class:`Buffers`): two bytes per entry of the largest block read so far (two bool masks: 33 MB
+    for ``dadh``'s 90-row blocks at n = 184,477, 47 MB for 128 rows) and one panel of keys, which a
+    fresh array per read would allocate and fault in again every time.
 
-    Row blocks are exact: every key, when the radii are found and when a block is read, comes from
-    whole :data:`KEY_TILE`-row tiles against all n rows (:func:`_tiled_keys`), as the keys of
-    :func:`knn_row_bits` do, so they hold exactly its entries (tested, ties included); a column
+    Row blocks are exact: every key, when the radii are found and when a block is read, comes from a
+    product of whole :data:`KEY_TILE`-row tiles with one fixed :data:`KEY_PANEL`-column panel
+    (:func:`_tiled_products`), as the keys of :func:`knn_row_bits` do, so they hold exactly its
+    entries (tested, ties included, with panels of all columns and of 7 to 16); a column
     subset is cut from the full rows. Rows of ``M^T`` (:meth:`columns`, what ``dcmh`` reads for its
     text step) take the keys from the products of the columns' own tiles, transposed: an inner
     product can round differently there (float64 sums of float32 products in another order), so an
@@ -544,33 +556,58 @@ class KnnRadiusSimilarity(SimilarityOperator):
         from the products of ``cols``' own whole tiles against all n rows (one ``(cols, n, d)``
         product per space, never every row's), kept in that ``(cols, n)`` layout: entry ``(q, i)``
         is the key of row i against column ``cols[q]``, the same sums as :func:`_keys_of`'s."""
-        out = self._buffers.get("member", len(cols), self.n, torch.bool, self.device)
-        for s, (z, sq, radius, last, tied) in enumerate(self.spaces):
-            keys = _tiled_products(z, cols, self._buffers)
-            if self.metric == "cosine":
-                keys.neg_()
-            else:  # (sq_i + (-2) p) + sq_j, as _keys_of; unclamped (the floor below)
-                torch.add(sq[None, :], keys, alpha=-2.0, out=keys).add_(sq[cols][:, None])
-            member = out if s == 0 else self._buffers.get("space", len(cols), self.n, torch.bool, self.device)
-            _among_k_smallest_by_column(keys, radius, last, tied, cols, self._floor, out=member)
-            del keys
-            if s:
-                out.logical_or_(member)
-        return fill_block_diagonal_(out, cols).float()
+        return fill_block_diagonal_(self._members(cols, by_column=True), cols).float()
 
     @no_grad
     def block(self, rows: Tensor, cols: Optional[Tensor] = None) -> Tensor:
         """``(len(rows), len(cols) or n)`` float32 0/1 entries."""
-        out = self._buffers.get("member", len(rows), self.n, torch.bool, self.device)
-        for s, (z, sq, radius, last, tied) in enumerate(self.spaces):
-            keys = _tiled_keys(z, sq, rows, self.metric, clamp=False, buffers=self._buffers)
-            member = out if s == 0 else self._buffers.get("space", len(rows), self.n, torch.bool, self.device)
-            among_k_smallest(keys, radius[rows], last[rows], tied[rows], floor=self._floor, out=member)
-            del keys
-            if s:
-                out.logical_or_(member)
-        fill_block_diagonal_(out, rows)
+        out = fill_block_diagonal_(self._members(rows, by_column=False), rows)
         return (out if cols is None else out[:, cols]).float()
+
+    def _members(self, idx: Tensor, by_column: bool) -> Tensor:
+        """``(len(idx), n)`` bool, a view of a reused array: rows ``idx`` of ``M`` (``by_column``
+        False) or of ``M^T``, the diagonal not yet set. Per space and :data:`KEY_PANEL`-column panel,
+        the product of ``idx``'s tiles with the panel (the shapes of :func:`_tiled_products`, so the
+        same bits) becomes keys and 0/1 entries while it is in cache: :func:`_keys_of` unclamped, then
+        :func:`among_k_smallest` (rows) or :func:`_among_k_smallest_by_column` on that panel, instead
+        of whole ``(rows, n)`` float64 keys passed over once per step (``benchmarks/knn_speed.py``
+        times both)."""
+        m, n = len(idx), self.n
+        tiled = _tiles(idx)
+        panel = self._buffers.get("panel", len(tiled), min(n, KEY_PANEL), torch.float64, self.device)
+        out = self._buffers.get("member", m, n, torch.bool, self.device)
+        for s, (z, sq, radius, last, tied) in enumerate(self.spaces):
+            mask = out if s == 0 else self._buffers.get("space", m, n, torch.bool, self.device)
+            a, sq_idx = z[tiled], sq[idx][:, None]
+            if not by_column:
+                r, last_idx = radius[idx][:, None], last[idx]
+                tied_rows = tied[idx].nonzero().flatten()
+            for j in range(0, n, KEY_PANEL):
+                w = min(KEY_PANEL, n - j)
+                keys = torch.mm(a, z[j : j + w].T, out=panel[:, :w])[:m]
+                if self.metric == "cosine":
+                    keys.neg_()
+                elif by_column:  # entry (q, i): row i's key against column idx[q], (sq_i + (-2) p) + sq_q
+                    torch.add(sq[None, j : j + w], keys, alpha=-2.0, out=keys).add_(sq_idx)
+                else:
+                    torch.add(sq_idx, keys, alpha=-2.0, out=keys).add_(sq[None, j : j + w])
+                dest = mask[:, j : j + w]
+                if by_column:
+                    _among_k_smallest_by_column(keys, radius[j : j + w], last[j : j + w], tied[j : j + w], idx,
+                                                self._floor, out=dest)
+                    continue
+                torch.le(keys, r, out=dest)
+                if len(tied_rows):  # among_k_smallest's rule for rows whose k-th key is tied
+                    sub, rt = keys[tied_rows], r[tied_rows]
+                    if self._floor is not None:
+                        sub.clamp_(min=self._floor)
+                    at = torch.arange(j, j + w, device=keys.device)
+                    dest[tied_rows] = (sub < rt) | ((sub == rt) & (at[None, :] <= last_idx[tied_rows, None]))
+            if not by_column:
+                mask[torch.arange(m, device=mask.device), last_idx] = True
+            if s:
+                out.logical_or_(mask)
+        return out
 
 
 

@@ -202,7 +202,7 @@ def test_knn_speed_prints_every_stage_at_tiny_size():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "n = 3,000, K = 1,665," in proc.stdout
     for stage in ("distill chunk", "products + keys", "kth_smallest", "among_k_smallest", "| block |", "| columns |",
-                  "| range-finder block | 3000 rows x 2 spaces |"):  # ROW_BLOCK_BYTES holds all 3,000 rows
+                  "| range-finder block | 3000 rows x 2 spaces |", "|   whole keys |"):  # ROW_BLOCK_BYTES holds all 3,000 rows
         assert stage in proc.stdout
 
 

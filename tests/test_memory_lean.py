@@ -315,9 +315,13 @@ def _outputs(kind, n=70, seed=6):
     return [torch.randn(n, 128, generator=g), 3 * torch.randn(n, 64, generator=g)]
 
 
+@pytest.mark.parametrize("panel", [2048, 16, 7])  # one panel of all 70 columns; 5 panels; 10 (the last shorter)
 @pytest.mark.parametrize("kind", ["tied", "generic"])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_knn_radii_give_the_entries_of_the_bits_for_any_block(kind, metric):
+def test_knn_radii_give_the_entries_of_the_bits_for_any_block(kind, metric, panel, monkeypatch):
+    import cmhbench.neighbours as neighbours
+
+    monkeypatch.setattr(neighbours, "KEY_PANEL", panel)
     spaces = _outputs(kind)
     g = torch.Generator().manual_seed(1)
     for k in (1, 2, 23, 70):

@@ -589,11 +589,13 @@ def test_kth_smallest_on_long_rows_is_the_stable_sort(monkeypatch, lane_group):
             assert torch.equal(got, member[:, cols]), (name, k)
 
 
+@pytest.mark.parametrize("panel", [2048, 9])  # keys from one panel of all columns, or from 5 of 9 (the last 4)
 @pytest.mark.parametrize("lane_group", [8, 2040])
-def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_group):
+def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_group, panel):
     import cmhbench.neighbours as neighbours
 
     monkeypatch.setattr(neighbours, "LANE_GROUP", lane_group)
+    monkeypatch.setattr(neighbours, "KEY_PANEL", panel)
     monkeypatch.setattr(neighbours, "SELECT_SAMPLE", 2)  # the bracketed selection at small n
     _, text = tied_outputs()
     image = torch.randn(N, 64, generator=torch.Generator().manual_seed(8))
@@ -609,11 +611,14 @@ def test_knn_radii_reads_with_unclamped_keys_match_the_bits(monkeypatch, lane_gr
         assert radii.count() == int(union.sum()), k
 
 
-def test_knn_radii_reads_of_changing_sizes_through_reused_arrays_stay_exact():
+@pytest.mark.parametrize("panel", [2048, 16])
+def test_knn_radii_reads_of_changing_sizes_through_reused_arrays_stay_exact(panel, monkeypatch):
     """Reads of 16, then 40, then 8 rows (and columns) write their keys and masks into the same
     arrays (:class:`Buffers`); each read still equals the bits, and a block handed out earlier is its
     own array, unchanged by the reads after it."""
     import cmhbench.neighbours as neighbours
+
+    monkeypatch.setattr(neighbours, "KEY_PANEL", panel)
 
     image, text = tied_outputs()
     k = 5
@@ -631,7 +636,7 @@ def test_knn_radii_reads_of_changing_sizes_through_reused_arrays_stay_exact():
         assert torch.equal(radii.block(rows, cols), union.float()[rows][:, cols]), size
     assert torch.equal(first, kept)
     held = radii._buffers.nbytes()
-    assert held == 40 * N * 8 + 2 * 40 * N  # float64 keys and two bool masks, at the most rows read (40: 5 tiles)
+    assert held == 2 * 40 * N + 40 * min(N, panel) * 8  # two bool masks and one panel of float64 keys, at the most rows read
 
 
 def test_buffers_grow_to_the_most_rows_and_hand_out_views():

@@ -66,8 +66,8 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
   key and neighbour are kept instead, and blocks are computed on demand
   (:class:`~cmhbench.neighbours.KnnRadiusSimilarity`: the entries of the bits, rows exactly by
   construction, columns as measured there; about 200 MB at that n, for one ``(rows, n, 128)``
-  product per space and block read, plus the arrays its reads reuse, about 10 bytes per entry of
-  the largest block read). The ``cosine`` metric keeps bits: there a column read can
+  product per space and block read, plus the masks its reads reuse, two bytes per entry of the
+  largest block read). The ``cosine`` metric keeps bits: there a column read can
   differ from the bits where normalised outputs tie exactly.
   Per-item neighbour lists would take ``8 n K`` bytes
   (int32, two spaces): 76 GB at the default share of n = 184,477. A dense float copy is kept for
