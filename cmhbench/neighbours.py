@@ -114,7 +114,7 @@ class Buffers:
     asked of it so far (a view of its first ``rows`` is handed out). A fresh array of that size is
     mapped anew by the allocator at every block, and writing it costs page faults: at n = 184,477 a
     ``(96, n)`` float64 product took 149 ms into a fresh array against 87 ms into a reused one (one
-    thread; ``benchmarks/knn_speed.py``). A view is valid until the next :meth:`get` of its name."""
+    thread, a scratch timing at stop 33). A view is valid until the next :meth:`get` of its name."""
 
     def __init__(self) -> None:
         self._arrays: dict[str, Tensor] = {}
@@ -318,9 +318,10 @@ def _knn_member_chunks(prepared: Sequence[tuple[Tensor, Tensor]], k: int, metric
         for s, (z, sq) in enumerate(prepared):
             keys = _tiled_keys(z, sq, rows, metric, buffers=buffers)
             kth.append(kth_smallest(keys, k))
-            among_k_smallest(keys, *kth[-1], out=member if s == 0 else buffers.get("space", len(rows), n, torch.bool, every.device))
+            space = member if s == 0 else buffers.get("space", len(rows), n, torch.bool, every.device)
+            among_k_smallest(keys, *kth[-1], out=space)
             if s:
-                member.logical_or_(buffers.get("space", len(rows), n, torch.bool, every.device))
+                member.logical_or_(space)
             del keys
         yield rows, fill_block_diagonal_(member, rows, value=True), kth
 
