@@ -498,7 +498,7 @@ class KnnRadiusSimilarity(SimilarityOperator):
     another key ties it. The
     stable order puts ties at the lower index first, so j is among i's k nearest exactly when
     ``key_ij < radius_i``, or ``key_ij == radius_i`` and ``j <= last_i`` (:func:`kth_smallest`).
-    That is ``8 n (d + 3)`` bytes per space (about 200 MB for two 128-d spaces at n = 184,477,
+    That is ``8 n (d + 3)`` bytes per space (about 390 MB for two 128-d spaces at n = 184,477,
     against 4.25 GB of bits); a block costs one ``(rows, n, d)`` product per space, formed panel by
     panel (:meth:`_members`). Reads write their masks into arrays kept from one read to the next
     (:class:`Buffers`): two bytes per entry of the largest block read so far (two bool masks: 33 MB

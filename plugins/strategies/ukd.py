@@ -65,7 +65,7 @@ What is kept, never the dense n x n float matrix (136 GB at n = 184,477):
   ``ucch`` protocol, more than the 3.8 GB of features), the teacher's outputs and each row's k-th
   key and neighbour are kept instead, and blocks are computed on demand
   (:class:`~cmhbench.neighbours.KnnRadiusSimilarity`: the entries of the bits, rows exactly by
-  construction, columns as measured there; about 200 MB at that n, for one ``(rows, n, 128)``
+  construction, columns as measured there; about 390 MB at that n, for one ``(rows, n, 128)``
   product per space and block read, plus the masks its reads reuse, two bytes per entry of the
   largest block read). The ``cosine`` metric keeps bits: there a column read can
   differ from the bits where normalised outputs tie exactly.
